@@ -1,0 +1,72 @@
+package ferry
+
+import (
+	"errors"
+	"fmt"
+)
+
+// ErrNotFound is returned when an operation names a message, lane or
+// filter that matches nothing.
+var ErrNotFound = errors.New("ferry: not found")
+
+// ErrClosed is returned by a store or relay used after Close.
+var ErrClosed = errors.New("ferry: closed")
+
+// InvalidMessageError reports a message the outbox refuses to write.
+// Nothing of the write is stored: the caller's transaction decides.
+type InvalidMessageError struct {
+	ID      string // the message's id (generated if it had none)
+	Field   string // the field at fault: Topic, Lane, Key, ...
+	Problem string
+}
+
+func (e *InvalidMessageError) Error() string {
+	return fmt.Sprintf("ferry: message %s: %s %s", e.ID, e.Field, e.Problem)
+}
+
+// PayloadTooLargeError reports a payload over the outbox's limit.
+type PayloadTooLargeError struct {
+	ID    string
+	Size  int
+	Limit int
+}
+
+func (e *PayloadTooLargeError) Error() string {
+	return fmt.Sprintf("ferry: message %s: payload is %d bytes, over the limit of %d; send a reference to the data instead, or raise the outbox's MaxPayload",
+		e.ID, e.Size, e.Limit)
+}
+
+// UnknownLaneError reports a message written to a lane the outbox was not
+// told about (see WithLanes).
+type UnknownLaneError struct {
+	ID    string
+	Lane  string
+	Known []string
+}
+
+func (e *UnknownLaneError) Error() string {
+	return fmt.Sprintf("ferry: message %s: lane %q is not configured (configured lanes: %v); add it to the relay config or use one of those",
+		e.ID, e.Lane, e.Known)
+}
+
+// PermanentError marks a delivery error that retrying cannot fix, such as
+// a message the destination rejects as malformed. The relay moves the
+// message to FAILED at once instead of spending its retry budget.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Permanent wraps err so the relay does not retry it. Permanent(nil) is nil.
+func Permanent(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &PermanentError{Err: err}
+}
+
+// IsPermanent reports whether err, or an error it wraps, is permanent.
+func IsPermanent(err error) bool {
+	var p *PermanentError
+	return errors.As(err, &p)
+}

@@ -1,0 +1,138 @@
+package ferry
+
+import (
+	"context"
+	"database/sql"
+	"time"
+)
+
+// Store is the durable side of ferry: the outbox table and the shard
+// leases, in one database. Each database has its own implementation
+// (store/sqlite, store/postgres, store/mysql), and all of them pass the
+// conformance suite in store/storetest. Applications pick one and hand it
+// to NewOutbox and relay.New; they rarely call its methods directly.
+//
+// Times passed in are the caller's clock only where a method says so;
+// leases and "now" comparisons use the database's clock, so that relay
+// instances on different hosts agree.
+type Store interface {
+	// Dialect names the database: "sqlite", "postgres" or "mysql".
+	Dialect() string
+	// Migrate creates or upgrades the schema. It is idempotent and safe to
+	// run from several processes at once.
+	Migrate(ctx context.Context) error
+
+	// Write inserts msgs using the caller's transaction, so they exist if
+	// and only if it commits. The messages have been normalized by the
+	// Outbox: ids, lanes and DeliverAt are set. A message whose ID is
+	// already stored is skipped.
+	Write(ctx context.Context, tx *sql.Tx, msgs []Message) error
+
+	// Fetch returns WAITING messages of one lane in Seq order.
+	Fetch(ctx context.Context, q FetchQuery) ([]Record, error)
+	// Complete records the outcome of delivery attempts. Outcomes for
+	// messages that are no longer WAITING (a person excluded one while it
+	// was in flight) are ignored.
+	Complete(ctx context.Context, outcomes []Outcome) error
+	// HeldKeys returns the keys of a lane that have a FAILED message: under
+	// the hold policy their later messages wait until a person acts.
+	HeldKeys(ctx context.Context, lane string) ([]string, error)
+
+	// Lease renews node's shard leases for ttl, takes free or expired
+	// shards up to its fair share (Shards divided by the live nodes), and
+	// reports what node holds. It never takes a shard another live node
+	// holds; a node that holds more than its share should drain and
+	// Release the surplus.
+	Lease(ctx context.Context, node string, ttl time.Duration) (Lease, error)
+	// Release gives up node's leases on shards (all of them if shards is
+	// nil) and, if all, forgets the node.
+	Release(ctx context.Context, node string, shards []int) error
+
+	// Cleanup deletes up to limit DONE messages processed before cutoff
+	// (the caller's clock) and returns how many it deleted.
+	Cleanup(ctx context.Context, cutoff time.Time, limit int) (int, error)
+
+	// Stats summarizes each lane that has messages.
+	Stats(ctx context.Context) ([]LaneStats, error)
+	// List returns messages matching f, in Seq order.
+	List(ctx context.Context, f Filter) ([]Record, error)
+	// Retry moves FAILED messages matching f back to WAITING, due now, with
+	// a fresh retry budget, and returns how many it moved.
+	Retry(ctx context.Context, f Filter) (int, error)
+	// Exclude moves FAILED (or, if f.Status says so, WAITING) messages
+	// matching f to EXCLUDED and returns how many it moved.
+	Exclude(ctx context.Context, f Filter) (int, error)
+
+	// Close releases the store's connections.
+	Close() error
+}
+
+// Notifier is implemented by stores that can wake a relay as soon as
+// messages are committed (PostgreSQL LISTEN/NOTIFY), so the relay needs no
+// short polling interval.
+type Notifier interface {
+	// Listen calls wake with a lane name each time messages of that lane
+	// are committed, until ctx is done. It returns when ctx is done or the
+	// listening connection fails; the caller listens again after a pause.
+	Listen(ctx context.Context, wake func(lane string)) error
+}
+
+// FetchQuery selects WAITING messages of one lane.
+type FetchQuery struct {
+	Lane string
+	// Shards limits the result to these shards; nil means all.
+	Shards []int
+	// AfterSeq and UpToSeq bound Seq: AfterSeq < Seq <= UpToSeq. UpToSeq 0
+	// means no upper bound.
+	AfterSeq int64
+	UpToSeq  int64
+	// DueOnly limits the result to messages whose AvailableAt has passed
+	// (by the database's clock).
+	DueOnly bool
+	// SkipKeys leaves out messages with these keys.
+	SkipKeys []string
+	// Limit is the most rows returned; it must be positive.
+	Limit int
+}
+
+// Outcome is the result of one delivery attempt.
+type Outcome struct {
+	Seq int64
+	// Status is DONE (delivered), WAITING (retry at AvailableAt) or FAILED
+	// (retry budget spent, or a permanent error).
+	Status      Status
+	Attempts    int       // the message's new fail count
+	AvailableAt time.Time // when to retry; for WAITING only
+	Error       string    // the delivery error; empty for DONE
+}
+
+// Lease is what a node holds after Store.Lease.
+type Lease struct {
+	Shards []int // the shards the node holds, ascending
+	Fair   int   // its fair share: ceil(Shards / Nodes)
+	Nodes  int   // live nodes, itself included
+}
+
+// LaneStats summarizes one lane.
+type LaneStats struct {
+	Lane       string
+	Waiting    int       // WAITING messages, due or not
+	Failed     int       // FAILED messages
+	Done       int       // DONE messages still retained
+	OldestDue  time.Time // AvailableAt of the oldest due WAITING message; zero if none
+	LastMinute int       // messages that became DONE in the last minute
+}
+
+// Filter selects messages for List, Retry and Exclude. Zero fields match
+// everything.
+type Filter struct {
+	Seqs   []int64
+	IDs    []string // message ids
+	Lane   string
+	Topic  string
+	Key    string
+	Status Status // List: any if empty; Retry: FAILED; Exclude: FAILED if empty
+	Limit  int    // List only; 0 means 100
+	// AfterSeq pages through List results.
+	AfterSeq int64
+}
