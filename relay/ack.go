@@ -1,0 +1,106 @@
+package relay
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/ferry-dev/ferry"
+)
+
+// maxAckBatch bounds the outcomes recorded in one Store.Complete call.
+const maxAckBatch = 1000
+
+// acker records delivery outcomes in batches. Outcomes pile up while a
+// write is running and go together in the next one, so batches grow with
+// load and a lone message is recorded at once. It never drops an outcome:
+// while the database is away it retries, and the messages stay in memory.
+type acker struct {
+	l       *lane
+	mu      sync.Mutex
+	pending []ferry.Outcome
+	closed  bool
+	signal  chan struct{}
+	// ctx ends ShutdownTimeout after close: then the acker gives up on a
+	// database that does not answer.
+	ctx      context.Context
+	giveUp   context.CancelFunc
+	loopGone chan struct{} // closed when the loop no longer takes reports
+}
+
+func newAcker(l *lane) *acker {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &acker{l: l, signal: make(chan struct{}, 1), ctx: ctx, giveUp: cancel, loopGone: make(chan struct{})}
+}
+
+func (a *acker) add(o ferry.Outcome) {
+	a.mu.Lock()
+	a.pending = append(a.pending, o)
+	a.mu.Unlock()
+	signal(a.signal)
+}
+
+// close makes run return once everything pending is recorded.
+func (a *acker) close() {
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	time.AfterFunc(a.l.r.opts.ShutdownTimeout, a.giveUp)
+	close(a.loopGone)
+	signal(a.signal)
+}
+
+func (a *acker) run() {
+	for {
+		a.mu.Lock()
+		batch := a.pending[:min(len(a.pending), maxAckBatch)]
+		a.pending = a.pending[len(batch):]
+		closed := a.closed
+		a.mu.Unlock()
+		if len(batch) == 0 {
+			if closed {
+				a.giveUp()
+				return
+			}
+			<-a.signal
+			continue
+		}
+		a.write(batch)
+	}
+}
+
+// write records batch, retrying until it succeeds; after shutdown it gives
+// up after the shutdown timeout (the messages stay WAITING and are
+// delivered again: at least once).
+func (a *acker) write(batch []ferry.Outcome) {
+	r, ctx := a.l.r, a.ctx
+	pause := 50 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := r.gate.acquire(ctx, a.l.cfg.Name, len(batch))
+		if err == nil {
+			err = r.opts.Store.Complete(ctx, batch)
+			r.gate.release()
+		}
+		if err == nil {
+			select {
+			case a.l.persisted <- batch:
+			case <-a.loopGone:
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			r.log.Error("shutdown: could not record outcomes; those messages will be delivered again",
+				"lane", a.l.cfg.Name, "outcomes", len(batch), "error", err)
+			return
+		}
+		if attempt == 1 || attempt%20 == 0 {
+			r.log.Error("cannot record delivery outcomes; retrying", "lane", a.l.cfg.Name,
+				"outcomes", len(batch), "attempt", attempt, "error", err)
+		}
+		select {
+		case <-time.After(pause):
+		case <-ctx.Done():
+		}
+		pause = min(2*pause, 2*time.Second)
+	}
+}

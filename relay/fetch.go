@@ -1,0 +1,194 @@
+package relay
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/ferry-dev/ferry"
+)
+
+// maxSkipKeys bounds the held keys a rescan asks the database to leave
+// out; beyond it the lane filters them itself.
+const maxSkipKeys = 500
+
+// rescanPage is the page size of a rescan pass.
+const rescanPage = 1000
+
+// fetchLoop reads the outbox for the lane. It keeps a cursor: the highest
+// Seq it has read. Fresh fetches read past the cursor, the cheap common
+// case. Rescan passes read behind it, for what a fresh fetch cannot see:
+// transactions that committed after a later Seq was read, messages whose
+// retry or delay fell due, messages a person retried, and the shards this
+// relay just took over. Fetches and passes run one at a time, in order,
+// so the loop sees messages in the order they became visible.
+func (l *lane) fetchLoop(ctx context.Context) {
+	var (
+		cursor int64
+		used   *shardSet // the shards of the last pass
+		logged bool
+	)
+	poll := time.NewTicker(l.r.opts.PollInterval)
+	defer poll.Stop()
+	rescan := time.NewTicker(l.r.opts.RescanInterval)
+	defer rescan.Stop()
+	wantPass := true // the first pass loads the held keys before anything is delivered
+
+	for ctx.Err() == nil {
+		owned := l.r.owned.Load()
+		if owned != used && owned.gained(used) {
+			wantPass = true
+		}
+		if wantPass {
+			if err := l.pass(ctx, owned, cursor); err != nil {
+				l.fetchFailed(ctx, err, &logged)
+				continue
+			}
+			used, wantPass = owned, false
+		}
+		full := false
+		if space := l.capacity - int(l.buffered.Load()); space >= min(l.cfg.BatchSize, l.capacity/4) && len(owned.list) > 0 {
+			limit := min(l.cfg.BatchSize, space)
+			rows, err := l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: cursor, Limit: limit})
+			if err != nil {
+				l.fetchFailed(ctx, err, &logged)
+				continue
+			}
+			logged = false
+			if len(rows) > 0 {
+				cursor = rows[len(rows)-1].Seq
+				if !l.send(ctx, page{rows: rows}) {
+					return
+				}
+			}
+			full = len(rows) == limit
+		}
+		if full {
+			continue // a backlog: read on while there is room
+		}
+		select {
+		case <-ctx.Done():
+		case <-l.wakeCh:
+		case <-poll.C:
+		case <-l.spaceCh:
+		case <-l.rescanCh:
+			wantPass = true
+		case <-rescan.C:
+			wantPass = true
+		}
+	}
+}
+
+// pass reads everything due behind the cursor, in pages.
+func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
+	startedAt := time.Now()
+	var heldKeys []string
+	if l.cfg.OnFailed == Hold {
+		var err error
+		if err = l.r.gate.acquire(ctx, l.cfg.Name, 1); err != nil {
+			return err
+		}
+		heldKeys, err = l.r.opts.Store.HeldKeys(ctx, l.cfg.Name)
+		l.r.gate.release()
+		if err != nil {
+			return err
+		}
+	}
+	skip := heldKeys
+	if len(skip) > maxSkipKeys {
+		skip = skip[:maxSkipKeys]
+	}
+	first := true
+	after := int64(0)
+	for {
+		var rows []ferry.Record
+		if cursor > 0 && len(owned.list) > 0 {
+			var err error
+			rows, err = l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: after,
+				UpToSeq: cursor, DueOnly: true, SkipKeys: skip, Limit: rescanPage})
+			if err != nil {
+				return err
+			}
+		}
+		last := len(rows) < rescanPage
+		if !l.send(ctx, page{rows: rows, rescan: true, startedAt: startedAt, first: first, last: last, held: heldKeys}) {
+			return ctx.Err()
+		}
+		if last {
+			return nil
+		}
+		first, after = false, rows[len(rows)-1].Seq
+	}
+}
+
+func (l *lane) fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {
+	if err := l.r.gate.acquire(ctx, l.cfg.Name, q.Limit); err != nil {
+		return nil, err
+	}
+	defer l.r.gate.release()
+	return l.r.opts.Store.Fetch(ctx, q)
+}
+
+func (l *lane) send(ctx context.Context, p page) bool {
+	select {
+	case l.pages <- p:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// fetchFailed logs a failed fetch (once per outage) and pauses: the
+// database may be restarting; nothing is lost while it is away.
+func (l *lane) fetchFailed(ctx context.Context, err error, logged *bool) {
+	if ctx.Err() != nil {
+		return
+	}
+	if !*logged {
+		l.r.log.Error("cannot read the outbox; retrying", "lane", l.cfg.Name, "error", err)
+		*logged = true
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(l.r.opts.PollInterval + 250*time.Millisecond):
+	}
+}
+
+// shardSet is the shards this relay holds, valid until a local deadline
+// that falls before the database lets another node take them.
+type shardSet struct {
+	list  []int
+	has_  [ferry.Shards]bool
+	until time.Time
+}
+
+func newShardSet(list []int, until time.Time) *shardSet {
+	s := &shardSet{list: slices.Clone(list), until: until}
+	for _, sh := range list {
+		s.has_[sh] = true
+	}
+	return s
+}
+
+func (s *shardSet) has(shard int) bool { return shard >= 0 && shard < ferry.Shards && s.has_[shard] }
+
+func (s *shardSet) valid() bool { return time.Now().Before(s.until) }
+
+// filter returns the shards for FetchQuery: nil when all are held, so the
+// query needs no shard condition.
+func (s *shardSet) filter() []int {
+	if len(s.list) == ferry.Shards {
+		return nil
+	}
+	return s.list
+}
+
+// gained reports whether s holds a shard that prev did not.
+func (s *shardSet) gained(prev *shardSet) bool {
+	for _, sh := range s.list {
+		if prev == nil || !prev.has(sh) {
+			return true
+		}
+	}
+	return false
+}
