@@ -86,9 +86,11 @@ type FetchQuery struct {
 	// means no upper bound.
 	AfterSeq int64
 	UpToSeq  int64
-	// DueOnly limits the result to messages whose AvailableAt has passed
-	// (by the database's clock).
-	DueOnly bool
+	// SkipDelayed leaves out messages that are not yet due (AvailableAt
+	// after the database's now) and have never failed: delayed messages.
+	// Messages waiting for a retry are returned all the same, because
+	// they hold back the later messages of their key.
+	SkipDelayed bool
 	// SkipKeys leaves out messages with these keys.
 	SkipKeys []string
 	// Limit is the most rows returned; it must be positive.

@@ -105,7 +105,7 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
 		if cursor > 0 && len(owned.list) > 0 {
 			var err error
 			rows, err = l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: after,
-				UpToSeq: cursor, DueOnly: true, SkipKeys: skip, Limit: rescanPage})
+				UpToSeq: cursor, SkipDelayed: true, SkipKeys: skip, Limit: rescanPage})
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,89 @@
+// Package relay delivers outbox messages to their destinations: in order
+// per key, in parallel across keys, with lanes that keep one class of
+// traffic from delaying another, and with shards that let several relay
+// instances share the work.
+//
+// # Lanes
+//
+// Every message belongs to a lane (ferry.Message.Lane). Each lane has its
+// own fetcher, its own in-memory queue, its own workers (Concurrency), its
+// own optional rate limit and its own retry rules. A backlog in one lane
+// is invisible to another: they do not share a queue, so there is nothing
+// to wait behind. What lanes do share is the database; the relay's reads
+// and writes pass through a weighted fair gate, so when lanes compete for
+// it each gets its Weight's share and an idle lane's next query waits at
+// most for one query of the others.
+//
+// # Per-key order and commit order
+//
+// Messages with the same key (within a lane) are delivered one at a time,
+// each only after the one before it succeeded or, under the Skip policy,
+// became FAILED. Messages without a key have no order and go fully in
+// parallel.
+//
+// The order is the order in which the relay first sees messages, and a
+// message becomes visible when its transaction commits. Within one fetch
+// the relay orders by Seq, the outbox row id. Concretely:
+//
+//   - If transaction A commits before transaction B writes its message
+//     (B "happens after" A, e.g. B read A's result, or both update the
+//     same business row so the database serialized them), A's message has
+//     the smaller id and is visible no later than B's, so A is delivered
+//     first. This is the order an application can observe, and ferry
+//     keeps it on every database.
+//   - A transaction still open is invisible. If B commits while A is open,
+//     the relay delivers B and then A when it commits: that is commit
+//     order. A long-running open transaction does not hold back anything
+//     but itself.
+//   - If A and B overlap and both commit between two fetches, the relay
+//     cannot tell which committed first and delivers them by id, that is,
+//     in the order they inserted. On SQLite this case cannot arise (one
+//     writer at a time, and ids are taken under the write lock). On
+//     PostgreSQL and MariaDB ids come from a sequence or AUTO_INCREMENT at
+//     INSERT time; two overlapping transactions that write the same key
+//     without any lock between them have no order the application could
+//     observe, and ferry picks insert order. A producer that needs one
+//     (for example, "the later state of this order wins") must serialize
+//     its writers of that key — which it normally already does by
+//     updating the order's row with SELECT ... FOR UPDATE or UPDATE
+//     before writing the message.
+//
+// The relay finds late commits without waiting on the oldest open
+// transaction: a fetch reads past a cursor (the highest id it has seen),
+// and a rescan pass every RescanInterval reads behind it for messages that
+// became visible late. So a late message waits at most RescanInterval; a
+// transaction left open for an hour delays only its own messages.
+//
+// Order survives failures. A failed delivery is retried with backoff and
+// the key's later messages wait for it; they never overtake it. When the
+// retry budget is spent the message becomes FAILED and, under the Hold
+// policy (the default), the key's later messages stay WAITING until a
+// person retries or excludes it (ferry retry, ferry exclude). Under Skip
+// they go on. Either way, every other key keeps flowing.
+//
+// A message with a DeliverAt in the future is left in the database until
+// due, then delivered as if written at that time: it does not hold back
+// its key's other messages meanwhile. A retry does hold back its key.
+//
+// # Shards and instances
+//
+// The key space is split into ferry.Shards shards (a hash of the key, or
+// of the id for unkeyed messages). Relay instances lease shards in the
+// database: each takes its fair share, renews its leases every third of
+// LeaseTTL, and stops delivering a shard when its lease might have expired
+// by its own clock, before the database lets another instance take it. So
+// two instances never deliver the same key at once, and the shards of an
+// instance that crashed move to the others within LeaseTTL. An instance
+// that holds more than its share when another joins drains and releases
+// the surplus. Times that decide who owns what come from the database's
+// clock.
+//
+// # Delivery guarantees
+//
+// Delivery is at least once. A message is marked DONE after its
+// destination accepted it; if the relay crashes in between, the next
+// owner of the shard delivers it again. Every message carries a stable
+// message id so that consumers can drop the duplicates. Nothing committed
+// is lost: messages leave WAITING only by being delivered, by becoming
+// FAILED with their error stored, or by a person excluding them.
+package relay
