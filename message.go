@@ -1,8 +1,8 @@
 package ferry
 
 import (
+	"crypto/md5"
 	"fmt"
-	"hash/fnv"
 	"time"
 	"unicode/utf8"
 
@@ -95,16 +95,17 @@ const (
 
 // ShardOf returns the shard of a message with the given key and id: the
 // key's shard, or for an unkeyed message the id's, so unkeyed messages
-// spread over all shards. PostgreSQL and MariaDB compute the same value in
-// SQL (see each store's schema); SQLite stores what this returns.
+// spread over all shards. It is the low six bits of the first byte of the
+// MD5 digest, a function every database has: PostgreSQL and MariaDB
+// compute the same value in a generated column, and SQLite stores what
+// this returns. So a key has the same shard on every database.
 func ShardOf(key, id string) int {
-	h := fnv.New32a()
-	if key != "" {
-		h.Write([]byte(key))
-	} else {
-		h.Write([]byte(id))
+	basis := key
+	if basis == "" {
+		basis = id
 	}
-	return int(h.Sum32() % Shards)
+	sum := md5.Sum([]byte(basis))
+	return int(sum[0] & (Shards - 1))
 }
 
 // NewID returns a new message id: a UUIDv7, so ids sort by creation time.

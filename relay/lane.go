@@ -35,7 +35,8 @@ type lane struct {
 	results   chan result          // workers → loop
 	persisted chan []ferry.Outcome // acker → loop
 	control   chan func(*laneState)
-	work      chan *entry // loop → workers
+	leaseCh   chan struct{} // the leases changed
+	work      chan *entry   // loop → workers
 
 	acker      *acker
 	deliverCtx context.Context // parent of every delivery; outlives run's ctx during shutdown
@@ -87,6 +88,7 @@ type keyState struct {
 	queue []*entry // head first; the head may be in flight or waiting to retry
 	mode  keyMode
 	since time.Time
+	shard int
 }
 
 // laneState is owned by the loop goroutine.
@@ -114,6 +116,7 @@ func newLane(r *Relay, cfg Lane) *lane {
 		results:   make(chan result, cfg.Concurrency),
 		persisted: make(chan []ferry.Outcome, 4),
 		control:   make(chan func(*laneState)),
+		leaseCh:   make(chan struct{}, 1),
 		work:      make(chan *entry, cfg.Concurrency),
 	}
 	if cfg.Rate > 0 {
@@ -219,6 +222,7 @@ func (l *lane) loop(ctx context.Context, st *laneState) {
 			signal(l.rescanCh)
 		case f := <-l.control:
 			f(st)
+		case <-l.leaseCh:
 		}
 	}
 }
@@ -263,7 +267,7 @@ func (l *lane) accept(st *laneState, p page) {
 		}
 		ks := st.keys[rec.Key]
 		if ks == nil {
-			ks = &keyState{}
+			ks = &keyState{shard: rec.Shard}
 			st.keys[rec.Key] = ks
 		}
 		switch ks.mode {
@@ -315,7 +319,7 @@ func (l *lane) updateHolds(st *laneState, p page) {
 		inDB[k] = true
 		ks := st.keys[k]
 		if ks == nil {
-			st.keys[k] = &keyState{mode: held, since: p.startedAt}
+			st.keys[k] = &keyState{mode: held, since: p.startedAt, shard: -1}
 			continue
 		}
 		if ks.mode != held {
@@ -347,9 +351,15 @@ func (l *lane) release(st *laneState, e *entry, dueAt time.Time) {
 	st.ready = append(st.ready, e)
 }
 
-// dispatch hands ready messages to idle workers.
+// dispatch hands ready messages to idle workers. While the leases may
+// have expired (renewals failing), it dispatches nothing: the messages
+// wait in memory, and go on if the next renewal finds the shards still
+// this relay's.
 func (l *lane) dispatch(st *laneState) {
 	owned := l.r.owned.Load()
+	if !owned.valid() {
+		return
+	}
 	for len(st.ready) > 0 && st.nInFl < l.cfg.Concurrency {
 		e := st.ready[0]
 		st.ready[0] = nil
@@ -357,8 +367,8 @@ func (l *lane) dispatch(st *laneState) {
 		if st.known[e.rec.Seq] != e || e.inflight {
 			continue // dropped or already running
 		}
-		if !owned.valid() || !owned.has(e.rec.Shard) {
-			l.forget(st, e)
+		if !owned.has(e.rec.Shard) {
+			l.dropShardState(st, map[int]bool{e.rec.Shard: true})
 			continue
 		}
 		if ks := st.keys[e.rec.Key]; e.rec.Key != "" && ks != nil && ks.mode == held {
@@ -492,6 +502,23 @@ func (l *lane) forget(st *laneState, e *entry) {
 	}
 }
 
+// dropShardState forgets the messages and key states of shards this relay
+// no longer holds. Entries in flight are forgotten too: their results then
+// only record the delivery (see finish). When the relay holds the shards
+// again, a rescan pass reads them back in order, held keys included.
+func (l *lane) dropShardState(st *laneState, drop map[int]bool) {
+	for _, e := range st.known {
+		if drop[e.rec.Shard] {
+			l.forget(st, e)
+		}
+	}
+	for k, ks := range st.keys {
+		if drop[ks.shard] || ks.shard < 0 {
+			delete(st.keys, k)
+		}
+	}
+}
+
 // onPersisted retires messages whose final outcome is in the database.
 func (l *lane) onPersisted(st *laneState, outs []ferry.Outcome) {
 	now := time.Now()
@@ -519,29 +546,14 @@ func (l *lane) dropShards(ctx context.Context, shards []int, cancelInFlight bool
 	for {
 		busy := make(chan bool, 1)
 		f := func(st *laneState) {
-			for _, e := range st.known {
-				if !drop[e.rec.Shard] {
-					continue
-				}
-				if e.inflight && cancelInFlight {
-					e.cancel()
-				}
-				// An entry in flight is forgotten too: its result then
-				// only records the delivery (see finish).
-				l.forget(st, e)
-			}
-			for k, ks := range st.keys {
-				kept := ks.queue[:0]
-				for _, e := range ks.queue {
-					if st.known[e.rec.Seq] == e {
-						kept = append(kept, e)
+			if cancelInFlight {
+				for _, e := range st.known {
+					if e.inflight && drop[e.rec.Shard] {
+						e.cancel()
 					}
 				}
-				ks.queue = kept
-				if len(ks.queue) == 0 && ks.mode == normal {
-					delete(st.keys, k)
-				}
 			}
+			l.dropShardState(st, drop)
 			n := 0
 			for s := range drop {
 				n += st.inflight[s]

@@ -173,8 +173,9 @@ func (r *Relay) apply(ctx context.Context, l ferry.Lease, sent time.Time) {
 	prev := r.owned.Load()
 	next := newShardSet(keep, until)
 	r.owned.Store(next)
-	if next.gained(prev) {
-		for _, ln := range r.lanes {
+	for _, ln := range r.lanes {
+		signal(ln.leaseCh) // dispatching may resume
+		if next.gained(prev) {
 			ln.wake()
 		}
 	}

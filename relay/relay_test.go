@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -58,13 +59,13 @@ var factories = []storeFactory{{"sqlite", sqliteStore}}
 
 // recorder is a destination that records what it receives.
 type recorder struct {
-	mu     sync.Mutex
-	got    []ferry.Record
-	byKey  map[string][]string // payloads per key, in delivery order
-	fail   func(r *ferry.Record) error
-	active map[string]int // deliveries in flight per lane/key
-	overlap int           // times two deliveries of one key overlapped
-	notify chan struct{}
+	mu      sync.Mutex
+	got     []ferry.Record
+	byKey   map[string][]string // payloads per key, in delivery order
+	fail    func(r *ferry.Record) error
+	active  map[string]int // deliveries in flight per lane/key
+	overlap int            // times two deliveries of one key overlapped
+	notify  chan struct{}
 }
 
 func newRecorder() *recorder {
@@ -279,4 +280,220 @@ func TestNoRouteFails(t *testing.T) {
 		}
 		waitFor(t, "routed message", func() bool { return rc.count() == 1 })
 	})
+}
+
+func TestTwoRelaysShareShardsWithoutOverlap(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		rc := newRecorder()
+		rc.fail = func(*ferry.Record) error { time.Sleep(time.Millisecond); return nil } // let deliveries overlap if they can
+		opts := relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}, LeaseTTL: time.Second}
+		a, b := opts, opts
+		a.Node, b.Node = "relay-a", "relay-b"
+		startRelay(t, a)
+		startRelay(t, b)
+		// Both hold shards once the second has taken its share.
+		waitFor(t, "both relays to hold shards", func() bool {
+			var owners map[string]int
+			owners = shardOwners(t, ts)
+			return owners["relay-a"] > 0 && owners["relay-b"] > 0 && owners["relay-a"]+owners["relay-b"] == ferry.Shards
+		})
+		const keys, perKey = 40, 20
+		for i := range perKey {
+			var msgs []ferry.Message
+			for k := range keys {
+				msgs = append(msgs, ferry.Message{Topic: "t", Key: fmt.Sprint("k", k), Payload: []byte(fmt.Sprint(i))})
+			}
+			write(t, ts, msgs...)
+		}
+		waitFor(t, "all messages", func() bool { return rc.count() >= keys*perKey })
+		checkKeyOrder(t, rc)
+		if rc.overlap > 0 {
+			t.Errorf("%d deliveries of one key overlapped across the two relays; want none", rc.overlap)
+		}
+	})
+}
+
+// shardOwners counts the shards each node holds, through the store's own
+// lease call as a neutral observer would: by listing them.
+func shardOwners(t *testing.T, ts testStore) map[string]int {
+	t.Helper()
+	rows, err := ts.db.Query(`SELECT owner, COUNT(*) FROM ferry_outbox_shards WHERE owner IS NOT NULL GROUP BY owner`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string]int{}
+	for rows.Next() {
+		var o string
+		var n int
+		if err := rows.Scan(&o, &n); err != nil {
+			t.Fatal(err)
+		}
+		out[o] = n
+	}
+	return out
+}
+
+// checkKeyOrder checks that each key's payloads, duplicates removed, count
+// up from 0.
+func checkKeyOrder(t *testing.T, rc *recorder) {
+	t.Helper()
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for k, got := range rc.byKey {
+		next := 0
+		for _, p := range got {
+			switch p {
+			case fmt.Sprint(next):
+				next++
+			case fmt.Sprint(next - 1): // a redelivery of the previous one
+			default:
+				t.Fatalf("key %s: got payload %s after %d in order; full order %v", k, p, next-1, got)
+			}
+		}
+	}
+}
+
+func TestFloodedLaneDoesNotDelayOtherLane(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		var mu sync.Mutex
+		var batchDone, onlineDone int
+		var batchDoneWhenOnlineFinished = -1
+		const batchN, onlineN = 3000, 20
+		dest := ferry.DestinationFunc(func(ctx context.Context, r *ferry.Record) error {
+			if r.Lane == "batch" {
+				time.Sleep(200 * time.Microsecond) // a slow downstream for the flood
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if r.Lane == "batch" {
+				batchDone++
+			} else if onlineDone++; onlineDone == onlineN {
+				batchDoneWhenOnlineFinished = batchDone
+			}
+			return nil
+		})
+		// The flood is in the table before the relay starts: a FIFO relay
+		// would deliver all of it before the first online message.
+		var flood []ferry.Message
+		for i := range batchN {
+			flood = append(flood, ferry.Message{Lane: "batch", Topic: "t", Key: fmt.Sprint(i % 50)})
+		}
+		write(t, ts, flood...)
+		startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+			Lanes: []relay.Lane{{Name: "online", Weight: 4, Concurrency: 4}, {Name: "batch", Weight: 1, Concurrency: 2}}})
+		for i := range onlineN {
+			write(t, ts, ferry.Message{Lane: "online", Topic: "t", Key: fmt.Sprint("o", i%3)})
+			time.Sleep(5 * time.Millisecond)
+		}
+		waitFor(t, "online messages", func() bool { mu.Lock(); defer mu.Unlock(); return onlineDone == onlineN })
+		mu.Lock()
+		defer mu.Unlock()
+		if batchDoneWhenOnlineFinished >= batchN {
+			t.Errorf("the online lane finished only after the whole batch flood (%d of %d batch messages done); lanes must not queue behind each other",
+				batchDoneWhenOnlineFinished, batchN)
+		}
+	})
+}
+
+func TestGracefulShutdownFinishesInFlight(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		started := make(chan struct{})
+		release := make(chan struct{})
+		dest := ferry.DestinationFunc(func(ctx context.Context, r *ferry.Record) error {
+			close(started)
+			<-release
+			return nil
+		})
+		stop := startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+			Routes: []relay.Route{{Topic: "*", Destination: dest}}, ShutdownTimeout: 10 * time.Second})
+		write(t, ts, ferry.Message{ID: "slow", Topic: "t"})
+		<-started
+		stopped := make(chan struct{})
+		go func() { stop(); close(stopped) }()
+		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-stopped:
+			t.Fatal("Run returned while a delivery was still in flight")
+		default:
+		}
+		close(release)
+		<-stopped
+		got, err := ts.List(context.Background(), ferry.Filter{IDs: []string{"slow"}})
+		if err != nil || len(got) != 1 || got[0].Status != ferry.StatusDone {
+			t.Fatalf("after shutdown the in-flight message is %+v (%v); want DONE", got, err)
+		}
+		owners := shardOwners(t, ts)
+		if len(owners) != 0 {
+			t.Errorf("after shutdown shards are still leased: %v; want all released", owners)
+		}
+	})
+}
+
+func TestShutdownTimeoutCancelsStuckDelivery(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		started := make(chan struct{})
+		dest := ferry.DestinationFunc(func(ctx context.Context, r *ferry.Record) error {
+			close(started)
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		stop := startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+			Routes: []relay.Route{{Topic: "*", Destination: dest}}, ShutdownTimeout: 200 * time.Millisecond})
+		write(t, ts, ferry.Message{ID: "stuck", Topic: "t"})
+		<-started
+		stop()
+		got, err := ts.List(context.Background(), ferry.Filter{IDs: []string{"stuck"}})
+		if err != nil || len(got) != 1 || got[0].Status != ferry.StatusWaiting {
+			t.Fatalf("a delivery cancelled at shutdown left %+v (%v); want it WAITING for the next relay", got, err)
+		}
+	})
+}
+
+func TestDelayedMessageWaitsUntilDue(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		rc := newRecorder()
+		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+		due := time.Now().Add(700 * time.Millisecond)
+		write(t, ts, ferry.Message{ID: "later", Topic: "t", DeliverAt: due}, ferry.Message{ID: "now", Topic: "t"})
+		waitFor(t, "the delayed message", func() bool { return rc.count() == 2 })
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if rc.got[0].ID != "now" {
+			t.Errorf("first delivered %s; want the undelayed message first", rc.got[0].ID)
+		}
+	})
+}
+
+func TestRetentionDeletesDoneMessages(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		rc := newRecorder()
+		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}, Retention: -1})
+		var msgs []ferry.Message
+		for range 50 {
+			msgs = append(msgs, ferry.Message{Topic: "t"})
+		}
+		write(t, ts, msgs...)
+		waitFor(t, "delivery", func() bool { return rc.count() == 50 })
+		waitFor(t, "DONE messages to be deleted", func() bool {
+			st, err := ts.Stats(context.Background())
+			return err == nil && len(st) == 0
+		})
+	})
+}
+
+func TestBadOptions(t *testing.T) {
+	_, err := relay.New(relay.Options{Lanes: []relay.Lane{{Name: "a", OnFailed: "drop"}, {Name: "a"}},
+		Routes: []relay.Route{{Topic: "[", Destination: newRecorder()}}})
+	if err == nil {
+		t.Fatal("New accepted bad options")
+	}
+	for _, want := range []string{"Store is required", `lane "a" is configured twice`, `on_failed "drop" is not hold or skip`, `topic pattern "["`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
 }
