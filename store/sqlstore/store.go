@@ -45,6 +45,10 @@ var _ ferry.Store = (*Store)(nil)
 // Dialect returns the database's name.
 func (s *Store) Dialect() string { return s.d.Name }
 
+// SQLDB returns the store's database handle, on which callers begin the
+// transactions they pass to Outbox.Write.
+func (s *Store) SQLDB() *sql.DB { return s.DB }
+
 // Q returns query rewritten for this store: {{t}}, {{shards}}, {{nodes}},
 // {{schema}} and {{now}} replaced, and ? placeholders numbered if the
 // dialect wants that. Database packages use it for their own statements.
@@ -247,8 +251,8 @@ func (s *Store) Fetch(ctx context.Context, f ferry.FetchQuery) ([]ferry.Record, 
 		b.WriteString(` AND id <= ?`)
 		args = append(args, f.UpToSeq)
 	}
-	if f.DueOnly {
-		b.WriteString(` AND available_at <= {{now}}`)
+	if f.SkipDelayed {
+		b.WriteString(` AND (available_at <= {{now}} OR fail_count > 0)`)
 	}
 	if f.Shards != nil && len(f.Shards) < ferry.Shards {
 		if len(f.Shards) == 0 {
