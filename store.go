@@ -34,6 +34,12 @@ type Store interface {
 	// messages that are no longer WAITING (a person excluded one while it
 	// was in flight) are ignored.
 	Complete(ctx context.Context, outcomes []Outcome) error
+	// WaitingKeys returns the Seq and key of the WAITING messages of lane
+	// whose key is one of keys and whose Seq is at most upToSeq, in Seq
+	// order, at most limit of them. Before it delivers a message it has
+	// just read, the relay uses it to make sure that no earlier message of
+	// the same key, committed late, escaped its reads.
+	WaitingKeys(ctx context.Context, lane string, keys []string, upToSeq int64, limit int) ([]KeySeq, error)
 	// HeldKeys returns the keys of a lane that have a FAILED message: under
 	// the hold policy their later messages wait until a person acts.
 	HeldKeys(ctx context.Context, lane string) ([]string, error)
@@ -95,6 +101,12 @@ type FetchQuery struct {
 	SkipKeys []string
 	// Limit is the most rows returned; it must be positive.
 	Limit int
+}
+
+// KeySeq names a message by key and Seq.
+type KeySeq struct {
+	Key string
+	Seq int64
 }
 
 // Outcome is the result of one delivery attempt.

@@ -56,8 +56,13 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			}
 			logged = false
 			if len(rows) > 0 {
+				older, complete, err := l.olderWaiting(ctx, rows, cursor)
+				if err != nil {
+					l.fetchFailed(ctx, err, &logged)
+					continue
+				}
 				cursor = rows[len(rows)-1].Seq
-				if !l.send(ctx, page{rows: rows}) {
+				if !l.send(ctx, page{rows: rows, older: older, olderComplete: complete}) {
 					return
 				}
 			}
@@ -119,6 +124,43 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
 		}
 		first, after = false, rows[len(rows)-1].Seq
 	}
+}
+
+// olderWaiting reads, for the keys among rows, the WAITING messages at or
+// below the cursor the rows were read past. The loop compares them with
+// what it knows: a message there that it has never seen committed after
+// the cursor passed its id, but before these rows were read, so it must
+// be delivered first. It runs after the fetch, so that anything visible to
+// the fetch is visible here too.
+func (l *lane) olderWaiting(ctx context.Context, rows []ferry.Record, cursor int64) (map[string][]int64, bool, error) {
+	if cursor == 0 {
+		return nil, true, nil
+	}
+	seen := map[string]bool{}
+	var keys []string
+	for _, r := range rows {
+		if r.Key != "" && !seen[r.Key] {
+			seen[r.Key] = true
+			keys = append(keys, r.Key)
+		}
+	}
+	if len(keys) == 0 {
+		return nil, true, nil
+	}
+	limit := 2 * l.capacity
+	if err := l.r.gate.acquire(ctx, l.cfg.Name, len(keys)); err != nil {
+		return nil, false, err
+	}
+	found, err := l.r.opts.Store.WaitingKeys(ctx, l.cfg.Name, keys, cursor, limit)
+	l.r.gate.release()
+	if err != nil {
+		return nil, false, err
+	}
+	older := make(map[string][]int64, len(found))
+	for _, ks := range found {
+		older[ks.Key] = append(older[ks.Key], ks.Seq)
+	}
+	return older, len(found) < limit, nil
 }
 
 func (l *lane) fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {

@@ -50,6 +50,11 @@ type page struct {
 	first     bool      // first page of a pass: held is set
 	last      bool      // last page of a pass
 	held      []string  // keys held in the database when the pass began
+	// older lists, per key of a fresh page, the WAITING messages behind
+	// the cursor (see olderWaiting); olderComplete is false if the list
+	// was cut short.
+	older         map[string][]int64
+	olderComplete bool
 }
 
 // result is the outcome of one delivery attempt.
@@ -278,8 +283,16 @@ func (l *lane) accept(st *laneState, p page) {
 				continue
 			}
 		case normal:
-			if len(ks.queue) >= perKeyCap {
+			if len(ks.queue) >= perKeyCap || (!p.rescan && l.overlooked(st, p, rec.Key)) {
+				// Too many in memory, or an earlier message of the key that
+				// this lane has not seen: leave the key's messages in the
+				// database and read them back, in order, once its queue
+				// drains.
 				ks.mode, ks.since = evicted, now
+				if len(ks.queue) == 0 {
+					ks.mode = recovering
+					signal(l.rescanCh)
+				}
 				continue
 			}
 		}
@@ -304,6 +317,27 @@ func (l *lane) accept(st *laneState, p page) {
 			}
 		}
 	}
+}
+
+// overlooked reports whether a fresh page shows a WAITING message of key,
+// behind the cursor, that the lane does not know: one that committed late.
+func (l *lane) overlooked(st *laneState, p page, key string) bool {
+	if p.older == nil {
+		return false
+	}
+	if !p.olderComplete {
+		return true
+	}
+	for _, seq := range p.older[key] {
+		if _, ok := st.known[seq]; ok {
+			continue
+		}
+		if _, ok := st.gone[seq]; ok {
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // updateHolds reconciles held keys with the database at the start of a

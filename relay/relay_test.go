@@ -15,7 +15,10 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry"
+	"github.com/ferry-dev/ferry/internal/testdb"
 	"github.com/ferry-dev/ferry/relay"
+	"github.com/ferry-dev/ferry/store/mysql"
+	"github.com/ferry-dev/ferry/store/postgres"
 	"github.com/ferry-dev/ferry/store/sqlite"
 	"github.com/ferry-dev/ferry/store/sqlstore"
 )
@@ -23,7 +26,11 @@ import (
 // testStore is a migrated store and its database handle.
 type testStore struct {
 	ferry.Store
-	db *sql.DB
+	db    *sql.DB
+	table string
+	// forUpdate locks a row until commit ("" on SQLite, where the write
+	// lock already serializes writers).
+	forUpdate string
 }
 
 type storeFactory struct {
@@ -42,7 +49,43 @@ func sqliteStore(t *testing.T) testStore {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	return testStore{Store: s, db: s.DB}
+	return testStore{Store: s, db: s.DB, table: sqlstore.DefaultTable}
+}
+
+func postgresStore(t *testing.T) testStore {
+	t.Helper()
+	ctx := context.Background()
+	table := testdb.Table(t)
+	s, err := postgres.Open(ctx, testdb.PostgresDSN(t), sqlstore.Options{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return migrated(t, s, s.DB, table, "FOR UPDATE")
+}
+
+func mysqlStore(t *testing.T) testStore {
+	t.Helper()
+	ctx := context.Background()
+	table := testdb.Table(t)
+	s, err := mysql.Open(ctx, testdb.MySQLDSN(t), sqlstore.Options{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return migrated(t, s, s.DB, table, "FOR UPDATE")
+}
+
+func migrated(t *testing.T, s ferry.Store, db *sql.DB, table, forUpdate string) testStore {
+	t.Helper()
+	t.Cleanup(func() {
+		for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
+			db.Exec("DROP TABLE IF EXISTS " + table + suffix)
+		}
+		s.Close()
+	})
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return testStore{Store: s, db: db, table: table, forUpdate: forUpdate}
 }
 
 // forEachStore runs f against every database.
@@ -55,7 +98,7 @@ func forEachStore(t *testing.T, f func(t *testing.T, ts testStore)) {
 	}
 }
 
-var factories = []storeFactory{{"sqlite", sqliteStore}}
+var factories = []storeFactory{{"sqlite", sqliteStore}, {"postgres", postgresStore}, {"mysql", mysqlStore}}
 
 // recorder is a destination that records what it receives.
 type recorder struct {
@@ -318,7 +361,7 @@ func TestTwoRelaysShareShardsWithoutOverlap(t *testing.T) {
 // lease call as a neutral observer would: by listing them.
 func shardOwners(t *testing.T, ts testStore) map[string]int {
 	t.Helper()
-	rows, err := ts.db.Query(`SELECT owner, COUNT(*) FROM ferry_outbox_shards WHERE owner IS NOT NULL GROUP BY owner`)
+	rows, err := ts.db.Query(`SELECT owner, COUNT(*) FROM ` + ts.table + `_shards WHERE owner IS NOT NULL GROUP BY owner`)
 	if err != nil {
 		t.Fatal(err)
 	}

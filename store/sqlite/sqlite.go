@@ -67,6 +67,7 @@ var dialect = &sqlstore.Dialect{
 			last_error   TEXT
 		)`,
 		`CREATE INDEX IF NOT EXISTS {{t}}_waiting ON {{t}} (lane, id) WHERE status = 'WAITING'`,
+		`CREATE INDEX IF NOT EXISTS {{t}}_key ON {{t}} (lane, msg_key, id) WHERE status = 'WAITING'`,
 		`CREATE INDEX IF NOT EXISTS {{t}}_failed ON {{t}} (lane, msg_key) WHERE status = 'FAILED'`,
 		`CREATE INDEX IF NOT EXISTS {{t}}_done ON {{t}} (processed_at) WHERE status = 'DONE'`,
 		`CREATE TABLE IF NOT EXISTS {{shards}} (shard INTEGER PRIMARY KEY, owner TEXT, expires_at TEXT)`,

@@ -325,6 +325,42 @@ func truncate(s string) string {
 	return s[:cut] + "…"
 }
 
+// WaitingKeys returns WAITING messages of lane with one of keys, up to
+// upToSeq, as (key, Seq) pairs in Seq order.
+func (s *Store) WaitingKeys(ctx context.Context, lane string, keys []string, upToSeq int64, limit int) ([]ferry.KeySeq, error) {
+	var out []ferry.KeySeq
+	chunk := max(1, min(1000, s.d.MaxParams-3))
+	for start := 0; start < len(keys); start += chunk {
+		part := keys[start:min(len(keys), start+chunk)]
+		args := []any{lane, upToSeq}
+		for _, k := range part {
+			args = append(args, k)
+		}
+		args = append(args, limit-len(out))
+		rows, err := s.DB.QueryContext(ctx, s.q(`SELECT msg_key, id FROM {{t}} WHERE lane = ? AND status = 'WAITING' AND id <= ?
+			AND msg_key IN (`+placeholders(len(part))+`) ORDER BY id LIMIT ?`), args...)
+		if err != nil {
+			return nil, fmt.Errorf("ferry: waiting messages of %d keys in lane %s: %w", len(part), lane, err)
+		}
+		for rows.Next() {
+			var ks ferry.KeySeq
+			if err := rows.Scan(&ks.Key, &ks.Seq); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("ferry: waiting messages in lane %s: %w", lane, err)
+			}
+			out = append(out, ks)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("ferry: waiting messages in lane %s: %w", lane, err)
+		}
+		if len(out) >= limit {
+			break
+		}
+	}
+	return out, nil
+}
+
 // HeldKeys returns the keys of lane that have a FAILED message.
 func (s *Store) HeldKeys(ctx context.Context, lane string) ([]string, error) {
 	rows, err := s.DB.QueryContext(ctx, s.q(`SELECT DISTINCT msg_key FROM {{t}} WHERE lane = ? AND status = 'FAILED' AND msg_key IS NOT NULL`), lane)

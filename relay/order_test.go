@@ -1,0 +1,182 @@
+package relay_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+
+	"github.com/ferry-dev/ferry"
+	"github.com/ferry-dev/ferry/relay"
+)
+
+// TestConcurrentWritersKeepCommitOrder has several writers per key, each
+// transaction taking the next number of its key from a counter row (the
+// business row), writing a message with it, and committing; a third of
+// the transactions roll back after writing; one transaction stays open
+// for a while holding a message. The relay must deliver, per key, the
+// committed numbers in increasing order, and nothing rolled back.
+func TestConcurrentWritersKeepCommitOrder(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		ctx := context.Background()
+		counters := ts.table + "_counters"
+		if _, err := ts.db.Exec(`CREATE TABLE ` + counters + ` (k VARCHAR(50) PRIMARY KEY, n INTEGER NOT NULL)`); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ts.db.Exec(`DROP TABLE ` + counters) })
+		const keys, writers, perWriter = 4, 4, 40
+		for k := range keys {
+			if _, err := ts.db.Exec(`INSERT INTO `+counters+` (k, n) VALUES ('k`+strconv.Itoa(k)+`', 0)`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rc := newRecorder()
+		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+		outbox := ferry.NewOutbox(ts)
+		bump := rebind(ts, `UPDATE `+counters+` SET n = n + 1 WHERE k = ?`)
+		read := rebind(ts, `SELECT n FROM `+counters+` WHERE k = ?`)
+
+		// The long transaction writes its message, then stays open while
+		// everything else flows. (Not on SQLite: one writer at a time there,
+		// so an open write transaction blocks every other writer.)
+		var long *sql.Tx
+		if ts.Dialect() != "sqlite" {
+			var err error
+			if long, err = ts.db.BeginTx(ctx, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := outbox.Write(ctx, long, ferry.Message{ID: "long", Topic: "t", Key: "long-key"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+
+		var mu sync.Mutex
+		committed := map[string]int{} // key → highest committed number
+		rolledBack := map[string]bool{}
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for i := range perWriter {
+					key := "k" + strconv.Itoa((w+i)%keys)
+					tx, err := ts.db.BeginTx(ctx, nil)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					// Lock the business row first, as an aggregate update does.
+					var n int
+					if _, err := tx.Exec(bump, key); err == nil {
+						err = tx.QueryRow(read, key).Scan(&n)
+					}
+					if err == nil {
+						err = outbox.Write(ctx, tx, ferry.Message{ID: fmt.Sprintf("%s-%d-w%d-%d", key, n, w, i), Topic: "t", Key: key,
+							Payload: []byte(strconv.Itoa(n))})
+					}
+					if err != nil {
+						tx.Rollback()
+						if isBusy(err) {
+							continue // a lost race on the counter row: nothing was written
+						}
+						t.Errorf("writer %d: %v", w, err)
+						return
+					}
+					if i%3 == 2 {
+						tx.Rollback()
+						mu.Lock()
+						rolledBack[fmt.Sprintf("%s-%d-w%d-%d", key, n, w, i)] = true
+						mu.Unlock()
+						continue
+					}
+					if err := tx.Commit(); err != nil {
+						if isBusy(err) {
+							continue
+						}
+						t.Errorf("writer %d: commit: %v", w, err)
+						return
+					}
+					mu.Lock()
+					committed[key]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		total := 0
+		for _, n := range committed {
+			total += n
+		}
+		waitFor(t, "committed messages", func() bool { return rc.count() >= total })
+		if long != nil {
+			if err := long.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			waitFor(t, "the long transaction's message", func() bool { return rc.count() >= total+1 })
+		}
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		for _, r := range rc.got {
+			if rolledBack[r.ID] {
+				t.Errorf("delivered %s, which was rolled back", r.ID)
+			}
+		}
+		for key, got := range rc.byKey {
+			if key == "long-key" {
+				continue
+			}
+			prev := 0
+			for _, p := range got {
+				n, _ := strconv.Atoi(p)
+				if n <= prev {
+					t.Fatalf("key %s: delivered %s after %d; per key the numbers must rise in commit order (all: %v)", key, p, prev, got)
+				}
+				prev = n
+			}
+		}
+	})
+}
+
+// rebind turns ? placeholders into $n for PostgreSQL.
+func rebind(ts testStore, q string) string {
+	if ts.Dialect() != "postgres" {
+		return q
+	}
+	out, n := []byte{}, 0
+	for i := range len(q) {
+		if q[i] == '?' {
+			n++
+			out = append(out, '$')
+			out = strconv.AppendInt(out, int64(n), 10)
+			continue
+		}
+		out = append(out, q[i])
+	}
+	return string(out)
+}
+
+// isBusy reports a lock conflict that the database resolved by failing
+// one writer (a deadlock victim or SQLite's busy), which a real writer
+// retries.
+func isBusy(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	for _, m := range []string{"deadlock", "Deadlock", "SQLITE_BUSY", "database is locked", "40001", "40P01"} {
+		if contains(s, m) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if s[i:i+len(sub)] == sub {
+			return true
+		}
+	}
+	return false
+}
