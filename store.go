@@ -36,7 +36,8 @@ type Store interface {
 	Complete(ctx context.Context, outcomes []Outcome) error
 	// WaitingKeys returns the Seq and key of the WAITING messages of lane
 	// whose key is one of keys and whose Seq is at most upToSeq, in Seq
-	// order, at most limit of them. Before it delivers a message it has
+	// order, at most limit of them, leaving out delayed messages as
+	// FetchQuery.SkipDelayed does. Before it delivers a message it has
 	// just read, the relay uses it to make sure that no earlier message of
 	// the same key, committed late, escaped its reads.
 	WaitingKeys(ctx context.Context, lane string, keys []string, upToSeq int64, limit int) ([]KeySeq, error)

@@ -353,7 +353,7 @@ func (l *lane) updateHolds(st *laneState, p page) {
 		inDB[k] = true
 		ks := st.keys[k]
 		if ks == nil {
-			st.keys[k] = &keyState{mode: held, since: p.startedAt, shard: -1}
+			st.keys[k] = &keyState{mode: held, since: p.startedAt, shard: ferry.ShardOf(k, "")}
 			continue
 		}
 		if ks.mode != held {
@@ -475,8 +475,7 @@ func (l *lane) finish(st *laneState, res result) {
 		l.r.log.Warn("message FAILED", "lane", l.cfg.Name, "seq", e.rec.Seq, "id", e.rec.ID,
 			"topic", e.rec.Topic, "key", e.rec.Key, "attempts", e.rec.Attempts, "error", msg)
 		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusFailed, Attempts: e.rec.Attempts, Error: msg})
-		if e.rec.Key != "" && l.cfg.OnFailed == Hold {
-			ks := st.keys[e.rec.Key]
+		if ks := st.keys[e.rec.Key]; ks != nil && l.cfg.OnFailed == Hold {
 			l.dropQueue(st, ks, e)
 			ks.mode, ks.since = held, time.Now()
 			return
@@ -501,6 +500,9 @@ func (l *lane) next(st *laneState, e *entry) {
 		return
 	}
 	ks := st.keys[e.rec.Key]
+	if ks == nil {
+		return
+	}
 	if len(ks.queue) > 0 && ks.queue[0] == e {
 		ks.queue[0] = nil
 		ks.queue = ks.queue[1:]
@@ -547,7 +549,7 @@ func (l *lane) dropShardState(st *laneState, drop map[int]bool) {
 		}
 	}
 	for k, ks := range st.keys {
-		if drop[ks.shard] || ks.shard < 0 {
+		if drop[ks.shard] {
 			delete(st.keys, k)
 		}
 	}

@@ -338,7 +338,7 @@ func (s *Store) WaitingKeys(ctx context.Context, lane string, keys []string, upT
 		}
 		args = append(args, limit-len(out))
 		rows, err := s.DB.QueryContext(ctx, s.q(`SELECT msg_key, id FROM {{t}} WHERE lane = ? AND status = 'WAITING' AND id <= ?
-			AND msg_key IN (`+placeholders(len(part))+`) ORDER BY id LIMIT ?`), args...)
+			AND msg_key IN (`+placeholders(len(part))+`) AND (available_at <= {{now}} OR fail_count > 0) ORDER BY id LIMIT ?`), args...)
 		if err != nil {
 			return nil, fmt.Errorf("ferry: waiting messages of %d keys in lane %s: %w", len(part), lane, err)
 		}
