@@ -21,6 +21,33 @@ var fetchCases = []testCase{
 	{"SkipDelayed", testFetchSkipDelayed},
 	{"Shards", testFetchShards},
 	{"SkipKeys", testFetchSkipKeys},
+	{"WaitingKeys", testWaitingKeys},
+}
+
+// testWaitingKeys: WaitingKeys lists the WAITING messages of the given
+// keys up to a Seq, in Seq order, without delayed ones but with retries,
+// and honours its limit.
+func testWaitingKeys(t *testing.T, open factory) {
+	e := newEnv(t, open)
+	delayed := msg("delayed", "", "a")
+	delayed.DeliverAt = time.Now().Add(time.Hour)
+	recs := e.writeRecs(t, msg("a1", "", "a"), msg("b1", "", "b"), msg("c1", "", "c"), msg("a2", "", "a"),
+		msg("a-done", "", "a"), delayed, msg("other-lane", "x", "a"), msg("a3", "", "a"), msg("b2", "", "b"))
+	e.done(t, recs[4])
+	e.complete(t, ferry.Outcome{Seq: recs[3].Seq, Status: ferry.StatusWaiting, Attempts: 1,
+		AvailableAt: time.Now().Add(time.Hour), Error: "retry later"})
+	got, err := e.s.WaitingKeys(t.Context(), ferry.DefaultLane, []string{"a", "b"}, recs[7].Seq, 100)
+	if err != nil {
+		t.Fatalf("WaitingKeys: %v", err)
+	}
+	want := []ferry.KeySeq{{Key: "a", Seq: recs[0].Seq}, {Key: "b", Seq: recs[1].Seq}, {Key: "a", Seq: recs[3].Seq}, {Key: "a", Seq: recs[7].Seq}}
+	if !slices.Equal(got, want) {
+		t.Errorf("WaitingKeys(a, b up to a3) = %v; want %v (a1, b1, a2 waiting for a retry, a3: not c, not DONE, not delayed, not other lanes, not past a3)", got, want)
+	}
+	got, err = e.s.WaitingKeys(t.Context(), ferry.DefaultLane, []string{"a", "b"}, recs[8].Seq, 2)
+	if err != nil || len(got) != 2 {
+		t.Errorf("WaitingKeys with limit 2 returned %v, %v; want 2 entries", got, err)
+	}
 }
 
 // testFetchOnlyWaiting: DONE, FAILED and EXCLUDED messages are not fetched.
