@@ -28,7 +28,7 @@ func TestConcurrentWritersKeepCommitOrder(t *testing.T) {
 		t.Cleanup(func() { ts.db.Exec(`DROP TABLE ` + counters) })
 		const keys, writers, perWriter = 4, 4, 40
 		for k := range keys {
-			if _, err := ts.db.Exec(`INSERT INTO `+counters+` (k, n) VALUES ('k`+strconv.Itoa(k)+`', 0)`); err != nil {
+			if _, err := ts.db.Exec(`INSERT INTO ` + counters + ` (k, n) VALUES ('k` + strconv.Itoa(k) + `', 0)`); err != nil {
 				t.Fatal(err)
 			}
 		}
