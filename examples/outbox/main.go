@@ -88,7 +88,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go r.Run(ctx)
+	relayCtx, stopRelay := context.WithCancel(ctx)
+	stopped := make(chan error)
+	go func() { stopped <- r.Run(relayCtx) }()
 	// Different orders go in parallel, so they may arrive in any order;
 	// order-2 was rolled back, so its message never existed.
 	var got []string
@@ -98,5 +100,9 @@ func main() {
 	slices.Sort(got)
 	for _, p := range got {
 		fmt.Println("delivered:", p)
+	}
+	stopRelay() // a graceful stop: outcomes recorded, leases released
+	if err := <-stopped; err != nil {
+		log.Fatal(err)
 	}
 }
