@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ferry-dev/ferry/bench"
+	"github.com/ferry-dev/ferry/config"
+)
+
+func benchCommand() command {
+	return command{
+		name:    "bench",
+		args:    "relay|flood --db URL [flags]",
+		summary: "measure the relay's throughput, or the online lane's latency under a batch flood",
+		help: `Benchmarks, each on a fresh table of the database that is dropped at the end:
+
+  ferry bench relay --db URL [--messages 1000000] [--duration 10s] [--json]
+      drain_rate: preload the outbox (write_rate), then drain it to a no-op
+      destination until nothing is WAITING; sustained_rate: what the relay
+      delivers while writers insert at full speed (sustained_write_rate).
+
+  ferry bench flood --db URL [--batch 1000000] [--online-rate 500] [--json]
+      The scenario ferry is built for: an online lane at a steady rate, then
+      a batch job floods the outbox. Reports the online latency from commit
+      to delivery, alone (idle_p50_ms, idle_p99_ms) and during the flood
+      (online_p50_ms, online_p99_ms, online_max_ms), and batch_drain_rate,
+      for ferry and, in the same run, for a single FIFO relay (system fifo).
+
+Output is a table, or with --json one JSON object per line per result;
+progress goes to stderr. Run 'ferry bench relay -h' or 'ferry bench flood -h'
+for each benchmark's flags.`,
+		run: runBench,
+	}
+}
+
+// exampleDB is the database URL the messages suggest.
+const exampleDB = "'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'"
+
+func runBench(ctx context.Context, c *cli, args []string) error {
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		if len(args) > 0 && isHelp(args[0]) {
+			c.flags().Usage()
+			return errHelp
+		}
+		return usagef("which benchmark? give relay or flood, e.g. ferry bench relay --db %s", exampleDB)
+	}
+	which, args := args[0], args[1:]
+	// --cpuprofile FILE is for people working on ferry, so not in the usage.
+	args, profile, err := takeHidden(args, "cpuprofile")
+	if err != nil {
+		return err
+	}
+
+	fs := flag.NewFlagSet("ferry bench "+which, flag.ContinueOnError)
+	fs.SetOutput(c.stderr)
+	var (
+		db              string
+		asJSON          bool
+		run             func(ctx context.Context) ([]bench.Result, error)
+		synopsis, about string
+	)
+	fs.StringVar(&db, "db", "", "the database `URL`: postgres://..., mysql://..., sqlite:FILE (default $"+config.EnvDatabaseURL+")")
+	fs.BoolVar(&asJSON, "json", false, "print one JSON object per line per result instead of a table")
+	progress := c.stderr
+	switch which {
+	case "relay":
+		var (
+			cfg      bench.RelayConfig
+			keys     int
+			duration time.Duration
+		)
+		synopsis = "--db URL [--messages N] [--duration D] [--json]"
+		about = `Preloads --messages messages into a fresh outbox table (write_rate), runs a
+relay with one lane to a no-op destination until none is WAITING
+(drain_rate), then runs --writers writers inserting --writer-batch messages
+per transaction at full speed for --duration while the relay delivers
+(sustained_rate, sustained_write_rate, sustained_backlog).`
+		fs.IntVar(&cfg.Messages, "messages", 1_000_000, "messages to preload and drain")
+		fs.IntVar(&cfg.Chunk, "chunk", 10_000, "messages per transaction of the preload")
+		fs.IntVar(&keys, "keys", 10_000, "distinct message keys; 0 for unkeyed messages")
+		fs.IntVar(&cfg.Payload, "payload", 200, "payload size in bytes")
+		fs.DurationVar(&duration, "duration", 10*time.Second, "length of the sustained phase; 0 skips it")
+		fs.IntVar(&cfg.Writers, "writers", 4, "writers of the sustained phase")
+		fs.IntVar(&cfg.WriterBatch, "writer-batch", 100, "messages per transaction of each writer")
+		fs.IntVar(&cfg.Lane.Concurrency, "concurrency", 0, "the lane's concurrent deliveries (default the relay's)")
+		fs.IntVar(&cfg.Lane.BatchSize, "fetch", 0, "the lane's messages per fetch (default the relay's)")
+		run = func(ctx context.Context) ([]bench.Result, error) {
+			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
+			cfg.Keys = keys
+			if keys <= 0 {
+				cfg.Keys = -1
+			}
+			cfg.Duration = duration
+			if duration <= 0 {
+				cfg.Duration = -1
+			}
+			return bench.Relay(ctx, cfg)
+		}
+	case "flood":
+		var cfg bench.FloodConfig
+		synopsis = "--db URL [--batch N] [--online-rate R] [--json]"
+		about = `Runs the scenario ferry is built for, once with ferry's relay and once with a
+single FIFO relay (one goroutine polling WAITING rows in id order, 100 at a
+time, marking each DONE by id), each on a fresh table:
+
+  idle:  the online lane alone at --online-rate messages/s, each in its own
+         transaction: idle_p50_ms, idle_p99_ms;
+  flood: a batch job writes --batch messages in transactions of --chunk
+         while the online lane goes on: online_p50_ms, online_p99_ms,
+         online_max_ms, batch_drain_rate (first batch write to last batch
+         delivery), batch_write_rate.
+
+Latency is from tx.Commit returning in the producer to the destination
+being called. A relay that has not delivered the batch after --max-flood is
+stopped; its online latencies then count the messages still undelivered at
+their wait so far (lower_bound=true).`
+		fs.IntVar(&cfg.Batch, "batch", 1_000_000, "messages the batch job writes")
+		fs.IntVar(&cfg.Chunk, "chunk", 5_000, "messages per transaction of the batch job")
+		fs.Float64Var(&cfg.OnlineRate, "online-rate", 500, "online messages per second, one per transaction")
+		fs.IntVar(&cfg.Customers, "customers", 1_000, "distinct keys of the online messages")
+		fs.IntVar(&cfg.Payload, "payload", 200, "payload size in bytes")
+		fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "length of the idle phase")
+		fs.DurationVar(&cfg.MaxFlood, "max-flood", 2*time.Minute, "longest flood phase per system")
+		systems := fs.String("systems", "ferry,fifo", "the relays to measure, comma-separated: ferry, fifo")
+		run = func(ctx context.Context) ([]bench.Result, error) {
+			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
+			cfg.Systems = strings.Split(*systems, ",")
+			return bench.Flood(ctx, cfg)
+		}
+	default:
+		return usagef("unknown benchmark %q; give relay or flood", which)
+	}
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: ferry bench %s %s\n\n%s\n\nFlags:\n", which, synopsis, about)
+		fs.PrintDefaults()
+	}
+	rest, err := c.parse(fs, args)
+	if err != nil {
+		return err
+	}
+	if err := noArgs(rest); err != nil {
+		return err
+	}
+	if db == "" {
+		db = os.Getenv(config.EnvDatabaseURL)
+	}
+	if db == "" {
+		return usagef("which database? give --db URL, e.g. --db %s or --db sqlite:bench.db (or set %s); the benchmark creates a table of its own there and drops it at the end",
+			exampleDB, config.EnvDatabaseURL)
+	}
+
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if profile != "" {
+		f, err := os.Create(profile)
+		if err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	results, err := run(ctx)
+	// Print what was measured even if a later part failed.
+	if len(results) > 0 {
+		if asJSON {
+			if werr := bench.WriteJSON(c.stdout, results); werr != nil && err == nil {
+				err = werr
+			}
+		} else if werr := bench.WriteTable(c.stdout, results); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}
+
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
+
+// takeHidden removes the flag name and its value from args, in any of
+// the forms the flag package accepts (-name V, --name V, -name=V,
+// --name=V), and returns the remaining arguments and the value.
+func takeHidden(args []string, name string) (rest []string, value string, err error) {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			return append(rest, args[i:]...), value, nil
+		}
+		trimmed := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
+		switch {
+		case trimmed == name && a != name:
+			if i+1 >= len(args) {
+				return nil, "", usagef("--%s needs a file name", name)
+			}
+			value = args[i+1]
+			i++
+		case strings.HasPrefix(trimmed, name+"=") && a != trimmed:
+			value = strings.TrimPrefix(trimmed, name+"=")
+		default:
+			rest = append(rest, a)
+		}
+	}
+	return rest, value, nil
+}
