@@ -1,0 +1,77 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// listenCheck is how long Listen waits for a notification before it
+// checks the connection with a round trip. A connection whose server went
+// away without closing it, or that a firewall dropped for being idle,
+// would otherwise wait for notifications that never come; the round trip
+// also keeps such firewalls from timing it out.
+const listenCheck = 30 * time.Second
+
+// Listen calls wake with a lane's name whenever a transaction that wrote
+// WAITING messages of that lane commits, or a person moves messages back
+// to WAITING (ferry retry), until ctx is done. Triggers on the table send
+// the notifications, so rows that other programs insert with plain SQL
+// wake the relay too. A transaction notifies each lane once however many
+// rows it wrote.
+//
+// Listen holds a connection of its own, outside the store's pool, for as
+// long as it runs. It returns nil when ctx is done, and an error when the
+// connection cannot be opened or fails; notifications sent while nobody
+// listens are lost, so the caller should listen again after a pause and
+// keep polling now and then. wake runs on Listen's goroutine and should
+// return quickly: PostgreSQL queues notifications for a slow listener, and
+// writers fail once that queue is full.
+func (s *Store) Listen(ctx context.Context, wake func(lane string)) error {
+	conn, err := pgx.ConnectConfig(ctx, s.cfg.Copy())
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return redacted(fmt.Errorf("ferry: postgres: listen for %s: connect to %s: %w", s.Table, describe(s.cfg), err))
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		conn.Close(ctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{s.channel}.Sanitize()); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("ferry: postgres: listen on channel %s for %s: %w", s.channel, s.Table, err)
+	}
+	for {
+		waitCtx, cancel := context.WithTimeout(ctx, listenCheck)
+		n, err := conn.WaitForNotification(waitCtx)
+		cancel()
+		switch {
+		case err == nil:
+			wake(n.Payload)
+		case ctx.Err() != nil:
+			return nil
+		case pgconn.Timeout(err) && !conn.IsClosed():
+			// pgx's deadline-based cancellation leaves the connection
+			// usable after a timed-out wait, so it can be checked.
+			pingCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = conn.Ping(pingCtx)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("ferry: postgres: listen for %s: the connection does not answer: %w", s.Table, err)
+			}
+		default:
+			return fmt.Errorf("ferry: postgres: listen for %s: %w", s.Table, err)
+		}
+	}
+}
