@@ -80,6 +80,9 @@ func migrated(t *testing.T, s ferry.Store, db *sql.DB, table, forUpdate string) 
 		for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
 			db.Exec("DROP TABLE IF EXISTS " + table + suffix)
 		}
+		if s.Dialect() == "postgres" {
+			db.Exec("DROP FUNCTION IF EXISTS " + table + "_wake_insert(), " + table + "_wake_retry()")
+		}
 		s.Close()
 	})
 	if err := s.Migrate(context.Background()); err != nil {
