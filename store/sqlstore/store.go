@@ -281,18 +281,29 @@ func (s *Store) Fetch(ctx context.Context, f ferry.FetchQuery) ([]ferry.Record, 
 // Complete records delivery outcomes: DONE in batches, retries and
 // failures one statement each (they are the rare case).
 func (s *Store) Complete(ctx context.Context, outcomes []ferry.Outcome) error {
+	return s.CompleteWith(ctx, s.DB, outcomes)
+}
+
+// Execer runs statements: a *sql.DB, *sql.Conn or *sql.Tx.
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// CompleteWith is Complete on ex, so that a database package can run it
+// in a transaction with settings of its own.
+func (s *Store) CompleteWith(ctx context.Context, ex Execer, outcomes []ferry.Outcome) error {
 	var done []any
 	for _, o := range outcomes {
 		switch o.Status {
 		case ferry.StatusDone:
 			done = append(done, o.Seq)
 		case ferry.StatusWaiting:
-			if _, err := s.DB.ExecContext(ctx, s.q(`UPDATE {{t}} SET fail_count = ?, available_at = ?, failed_at = {{now}}, last_error = ?
+			if _, err := ex.ExecContext(ctx, s.q(`UPDATE {{t}} SET fail_count = ?, available_at = ?, failed_at = {{now}}, last_error = ?
 				WHERE id = ? AND status = 'WAITING'`), o.Attempts, s.d.timeArg(o.AvailableAt), truncate(o.Error), o.Seq); err != nil {
 				return fmt.Errorf("ferry: record retry of message %d: %w", o.Seq, err)
 			}
 		case ferry.StatusFailed:
-			if _, err := s.DB.ExecContext(ctx, s.q(`UPDATE {{t}} SET status = 'FAILED', fail_count = ?, failed_at = {{now}}, last_error = ?
+			if _, err := ex.ExecContext(ctx, s.q(`UPDATE {{t}} SET status = 'FAILED', fail_count = ?, failed_at = {{now}}, last_error = ?
 				WHERE id = ? AND status = 'WAITING'`), o.Attempts, truncate(o.Error), o.Seq); err != nil {
 				return fmt.Errorf("ferry: record failure of message %d: %w", o.Seq, err)
 			}
@@ -303,7 +314,7 @@ func (s *Store) Complete(ctx context.Context, outcomes []ferry.Outcome) error {
 	chunk := min(1000, s.d.MaxParams)
 	for start := 0; start < len(done); start += chunk {
 		part := done[start:min(len(done), start+chunk)]
-		if _, err := s.DB.ExecContext(ctx, s.q(`UPDATE {{t}} SET status = 'DONE', processed_at = {{now}}
+		if _, err := ex.ExecContext(ctx, s.q(`UPDATE {{t}} SET status = 'DONE', processed_at = {{now}}
 			WHERE status = 'WAITING' AND id IN (`+placeholders(len(part))+`)`), part...); err != nil {
 			return fmt.Errorf("ferry: record %d deliveries: %w", len(part), err)
 		}
