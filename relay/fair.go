@@ -22,8 +22,17 @@ type fairGate struct {
 type fairLane struct {
 	weight  float64
 	used    float64 // virtual time: cost granted divided by weight
-	waiting []chan struct{}
+	waiting []waiter
 }
+
+type waiter struct {
+	ch   chan struct{}
+	cost float64
+}
+
+// finish is the virtual time at which the lane's next operation would end:
+// the waiter with the smallest goes next (self-clocked fair queueing).
+func (l *fairLane) finish() float64 { return l.used + l.waiting[0].cost/l.weight }
 
 func newFairGate(capacity int, weights map[string]int) *fairGate {
 	g := &fairGate{capacity: capacity, lanes: map[string]*fairLane{}}
@@ -50,7 +59,7 @@ func (g *fairGate) acquire(ctx context.Context, lane string, cost int) error {
 		return nil
 	}
 	ch := make(chan struct{})
-	l.waiting = append(l.waiting, ch)
+	l.waiting = append(l.waiting, waiter{ch: ch, cost: float64(cost)})
 	g.mu.Unlock()
 	select {
 	case <-ch:
@@ -62,7 +71,7 @@ func (g *fairGate) acquire(ctx context.Context, lane string, cost int) error {
 		g.mu.Lock()
 		defer g.mu.Unlock()
 		for i, w := range l.waiting {
-			if w == ch {
+			if w.ch == ch {
 				l.waiting = append(l.waiting[:i], l.waiting[i+1:]...)
 				return ctx.Err()
 			}
@@ -82,7 +91,7 @@ func (g *fairGate) release() {
 func (g *fairGate) releaseLocked() {
 	var next *fairLane
 	for _, l := range g.lanes {
-		if len(l.waiting) > 0 && (next == nil || l.used < next.used) {
+		if len(l.waiting) > 0 && (next == nil || l.finish() < next.finish()) {
 			next = l
 		}
 	}
@@ -90,9 +99,9 @@ func (g *fairGate) releaseLocked() {
 		g.inUse--
 		return
 	}
-	ch := next.waiting[0]
+	w := next.waiting[0]
 	next.waiting = next.waiting[1:]
-	close(ch) // the slot moves to the waiter; inUse is unchanged
+	close(w.ch) // the slot moves to the waiter; inUse is unchanged
 }
 
 func (g *fairGate) anyWaitingLocked() bool {
