@@ -87,6 +87,7 @@ func (l *lane) fetchLoop(ctx context.Context) {
 // pass reads everything due behind the cursor, in pages.
 func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
 	startedAt := time.Now()
+	drops := l.drops.Load()
 	var heldKeys []string
 	if l.cfg.OnFailed == Hold {
 		var err error
@@ -116,7 +117,7 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
 			}
 		}
 		last := len(rows) < rescanPage
-		if !l.send(ctx, page{rows: rows, rescan: true, startedAt: startedAt, first: first, last: last, held: heldKeys}) {
+		if !l.send(ctx, page{rows: rows, rescan: true, startedAt: startedAt, first: first, last: last, held: heldKeys, drops: drops}) {
 			return ctx.Err()
 		}
 		if last {

@@ -27,6 +27,10 @@ type lane struct {
 	limiter  *rate.Limiter
 
 	buffered atomic.Int64 // messages in memory, counted by the loop
+	// drops counts dropShardState calls. A rescan pass that began before
+	// the latest drop may have had rows skipped or forgotten, so its later
+	// pages must not be admitted: another pass reads the shards again.
+	drops atomic.Int64
 
 	wakeCh    chan struct{}        // messages were committed
 	rescanCh  chan struct{}        // the loop wants a rescan pass
@@ -50,6 +54,7 @@ type page struct {
 	first     bool      // first page of a pass: held is set
 	last      bool      // last page of a pass
 	held      []string  // keys held in the database when the pass began
+	drops     int64     // the lane's drop count when the pass began (rescan pages)
 	// older lists, per key of a fresh page, the WAITING messages behind
 	// the cursor (see olderWaiting); olderComplete is false if the list
 	// was cut short.
@@ -67,9 +72,14 @@ type result struct {
 type entry struct {
 	rec      ferry.Record
 	inflight bool
-	dueAt    time.Time          // for a retry: not before this
-	ctx      context.Context    // the attempt in flight
-	cancel   context.CancelFunc // cancels it (a lost lease)
+	// settled is set when this entry's final outcome went to the acker.
+	// Only then may onPersisted retire it: after a drop, a rescan can
+	// read the same message again (its outcome not yet recorded) into a
+	// new entry, which must stay until it is delivered again.
+	settled bool
+	dueAt   time.Time          // for a retry: not before this
+	ctx     context.Context    // the attempt in flight
+	cancel  context.CancelFunc // cancels it (a lost lease)
 }
 
 // keyMode is what a lane does with newly seen messages of a key.
@@ -240,6 +250,13 @@ func (l *lane) accept(st *laneState, p page) {
 	if p.first {
 		l.updateHolds(st, p)
 	}
+	if p.rescan && p.drops != l.drops.Load() {
+		// Lane state was dropped since this pass began: an earlier page's
+		// rows may be forgotten, so admitting this page could put a key's
+		// later messages before its earlier ones. Read again.
+		signal(l.rescanCh)
+		return
+	}
 	owned := l.r.owned.Load()
 	for i := range p.rows {
 		rec := p.rows[i]
@@ -280,6 +297,10 @@ func (l *lane) accept(st *laneState, p page) {
 			continue
 		case recovering:
 			if !p.rescan || !p.startedAt.After(ks.since) {
+				continue
+			}
+			if len(ks.queue) >= perKeyCap {
+				ks.mode, ks.since = evicted, now
 				continue
 			}
 		case normal:
@@ -465,6 +486,7 @@ func (l *lane) finish(st *laneState, res result) {
 		return
 	}
 	if res.err == nil {
+		e.settled = true
 		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusDone})
 		l.next(st, e)
 		return
@@ -474,6 +496,7 @@ func (l *lane) finish(st *laneState, res result) {
 	if ferry.IsPermanent(res.err) || e.rec.Attempts >= l.cfg.MaxAttempts {
 		l.r.log.Warn("message FAILED", "lane", l.cfg.Name, "seq", e.rec.Seq, "id", e.rec.ID,
 			"topic", e.rec.Topic, "key", e.rec.Key, "attempts", e.rec.Attempts, "error", msg)
+		e.settled = true
 		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusFailed, Attempts: e.rec.Attempts, Error: msg})
 		if ks := st.keys[e.rec.Key]; ks != nil && l.cfg.OnFailed == Hold {
 			l.dropQueue(st, ks, e)
@@ -543,6 +566,8 @@ func (l *lane) forget(st *laneState, e *entry) {
 // only record the delivery (see finish). When the relay holds the shards
 // again, a rescan pass reads them back in order, held keys included.
 func (l *lane) dropShardState(st *laneState, drop map[int]bool) {
+	l.drops.Add(1)
+	signal(l.rescanCh) // read the shards' messages again once they are held again
 	for _, e := range st.known {
 		if drop[e.rec.Shard] {
 			l.forget(st, e)
@@ -562,7 +587,7 @@ func (l *lane) onPersisted(st *laneState, outs []ferry.Outcome) {
 		if o.Status == ferry.StatusWaiting {
 			continue // a retry: the message stays in memory
 		}
-		if e, ok := st.known[o.Seq]; ok && !e.inflight {
+		if e, ok := st.known[o.Seq]; ok && e.settled && !e.inflight {
 			delete(st.known, o.Seq)
 			l.buffered.Add(-1)
 		}

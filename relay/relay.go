@@ -28,6 +28,9 @@ type Relay struct {
 
 	routeMu sync.RWMutex
 	routes  map[string]ferry.Destination // resolved per topic, nil for no route
+
+	releasing atomic.Bool    // surplus shards are being drained and released
+	async     sync.WaitGroup // that work, waited for by Run
 }
 
 // NoRouteError is the error of a message whose topic no route matches.
@@ -122,6 +125,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	wg.Wait()
 	stopBackground()
 	bg.Wait()
+	r.async.Wait()
 	release, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := r.opts.Store.Release(release, r.node, nil); err != nil {
@@ -189,14 +193,20 @@ func (r *Relay) apply(ctx context.Context, l ferry.Lease, sent time.Time) {
 		r.log.Warn("shard leases lost", "shards", lost)
 		r.drop(ctx, lost, true)
 	}
-	if len(surplus) > 0 {
-		if r.drop(ctx, surplus, false) {
+	// Draining can take up to the shutdown timeout; it runs on its own so
+	// that the lease loop keeps renewing the shards this relay keeps.
+	if len(surplus) > 0 && r.releasing.CompareAndSwap(false, true) {
+		r.async.Go(func() {
+			defer r.releasing.Store(false)
+			if !r.drop(ctx, surplus, false) {
+				return
+			}
 			if err := r.opts.Store.Release(ctx, r.node, surplus); err != nil {
 				r.log.Warn("could not release surplus shards", "shards", surplus, "error", err)
-			} else {
-				r.log.Info("released shards to other instances", "shards", surplus, "fair_share", l.Fair, "nodes", l.Nodes)
+				return
 			}
-		}
+			r.log.Info("released shards to other instances", "shards", surplus, "fair_share", l.Fair, "nodes", l.Nodes)
+		})
 	}
 }
 

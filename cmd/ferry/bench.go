@@ -53,8 +53,13 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		return usagef("which benchmark? give relay or flood, e.g. ferry bench relay --db %s", exampleDB)
 	}
 	which, args := args[0], args[1:]
-	// --cpuprofile FILE is for people working on ferry, so not in the usage.
-	args, profile, err := takeHidden(args, "cpuprofile")
+	// --cpuprofile FILE and --store-timings are for people working on
+	// ferry, so not in the usage.
+	args, profile, err := takeHidden(args, "cpuprofile", true)
+	if err != nil {
+		return err
+	}
+	args, timings, err := takeHidden(args, "store-timings", false)
 	if err != nil {
 		return err
 	}
@@ -90,10 +95,12 @@ per transaction at full speed for --duration while the relay delivers
 		fs.DurationVar(&duration, "duration", 10*time.Second, "length of the sustained phase; 0 skips it")
 		fs.IntVar(&cfg.Writers, "writers", 4, "writers of the sustained phase")
 		fs.IntVar(&cfg.WriterBatch, "writer-batch", 100, "messages per transaction of each writer")
+		fs.IntVar(&cfg.Lanes, "lanes", 1, "spread the messages over this many lanes")
 		fs.IntVar(&cfg.Lane.Concurrency, "concurrency", 0, "the lane's concurrent deliveries (default the relay's)")
 		fs.IntVar(&cfg.Lane.BatchSize, "fetch", 0, "the lane's messages per fetch (default the relay's)")
 		run = func(ctx context.Context) ([]bench.Result, error) {
 			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
+			cfg.StoreTimings = timings != ""
 			cfg.Keys = keys
 			if keys <= 0 {
 				cfg.Keys = -1
@@ -132,7 +139,12 @@ their wait so far (lower_bound=true).`
 		systems := fs.String("systems", "ferry,fifo", "the relays to measure, comma-separated: ferry, fifo")
 		run = func(ctx context.Context) ([]bench.Result, error) {
 			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
-			cfg.Systems = strings.Split(*systems, ",")
+			cfg.StoreTimings = timings != ""
+			for _, s := range strings.Split(*systems, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					cfg.Systems = append(cfg.Systems, s)
+				}
+			}
 			return bench.Flood(ctx, cfg)
 		}
 	default:
@@ -187,10 +199,11 @@ their wait so far (lower_bound=true).`
 
 func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
 
-// takeHidden removes the flag name and its value from args, in any of
-// the forms the flag package accepts (-name V, --name V, -name=V,
-// --name=V), and returns the remaining arguments and the value.
-func takeHidden(args []string, name string) (rest []string, value string, err error) {
+// takeHidden removes the flag name from args, in any of the forms the
+// flag package accepts (-name, --name, and with a value -name V, -name=V
+// and the same with --), and returns the remaining arguments and the
+// value: "true" for a set boolean flag, "" if the flag is absent.
+func takeHidden(args []string, name string, hasValue bool) (rest []string, value string, err error) {
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if a == "--" {
@@ -198,14 +211,21 @@ func takeHidden(args []string, name string) (rest []string, value string, err er
 		}
 		trimmed := strings.TrimPrefix(strings.TrimPrefix(a, "-"), "-")
 		switch {
-		case trimmed == name && a != name:
+		case a == trimmed:
+			rest = append(rest, a)
+		case trimmed == name && !hasValue:
+			value = "true"
+		case trimmed == name:
 			if i+1 >= len(args) {
-				return nil, "", usagef("--%s needs a file name", name)
+				return nil, "", usagef("--%s needs a value", name)
 			}
 			value = args[i+1]
 			i++
-		case strings.HasPrefix(trimmed, name+"=") && a != trimmed:
+		case strings.HasPrefix(trimmed, name+"="):
 			value = strings.TrimPrefix(trimmed, name+"=")
+			if !hasValue && value == "false" {
+				value = ""
+			}
 		default:
 			rest = append(rest, a)
 		}
