@@ -30,20 +30,32 @@ func (l *lane) fetchLoop(ctx context.Context) {
 	)
 	poll := time.NewTicker(l.r.opts.PollInterval)
 	defer poll.Stop()
-	rescan := time.NewTicker(l.r.opts.RescanInterval)
+	rescan := time.NewTimer(l.r.opts.RescanInterval)
 	defer rescan.Stop()
-	wantPass := true // the first pass loads the held keys before anything is delivered
+	var lastFresh time.Time // when a fresh fetch last found messages
+	wantPass := true        // the first pass loads the held keys before anything is delivered
 
 	for ctx.Err() == nil {
+		// Under a backlog the fetches below run back to back without
+		// waiting; passes that are due must not starve behind them.
+		select {
+		case <-l.rescanCh:
+			wantPass = true
+		case <-rescan.C:
+			wantPass = true
+		default:
+		}
 		owned := l.r.owned.Load()
 		if owned != used && owned.gained(used) {
 			wantPass = true
 		}
 		if wantPass {
-			if err := l.pass(ctx, owned, cursor); err != nil {
+			rows, err := l.pass(ctx, owned, cursor)
+			if err != nil {
 				l.fetchFailed(ctx, err, &logged)
 				continue
 			}
+			rescan.Reset(l.nextPass(rows, lastFresh))
 			used, wantPass = owned, false
 		}
 		full := false
@@ -56,6 +68,7 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			}
 			logged = false
 			if len(rows) > 0 {
+				lastFresh = time.Now()
 				older, complete, err := l.olderWaiting(ctx, rows, cursor)
 				if err != nil {
 					l.fetchFailed(ctx, err, &logged)
@@ -84,27 +97,48 @@ func (l *lane) fetchLoop(ctx context.Context) {
 	}
 }
 
-// pass reads everything due behind the cursor, in pages.
-func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
+// Rescan pacing: see nextPass.
+const (
+	quickPass  = 10 * time.Millisecond
+	passPerRow = 50 * time.Microsecond
+)
+
+// nextPass says when to rescan after a pass that read rows. While fresh
+// messages are arriving, transactions that commit out of id order are
+// likely, and a late message waits for the next pass: so passes come
+// quickly, as often as every 10ms, spaced out in proportion to what a
+// pass reads (its cost), up to RescanInterval. A quiet lane rescans every
+// RescanInterval, for what commits late after a long transaction.
+func (l *lane) nextPass(rows int, lastFresh time.Time) time.Duration {
+	every := l.r.opts.RescanInterval
+	if time.Since(lastFresh) > every {
+		return every
+	}
+	return min(max(time.Duration(rows)*passPerRow, quickPass), every)
+}
+
+// pass reads everything due behind the cursor, in pages, and returns how
+// many rows it read.
+func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) (int, error) {
 	startedAt := time.Now()
 	drops := l.drops.Load()
 	var heldKeys []string
 	if l.cfg.OnFailed == Hold {
 		var err error
 		if err = l.r.gate.acquire(ctx, l.cfg.Name, 1); err != nil {
-			return err
+			return 0, err
 		}
 		heldKeys, err = l.r.opts.Store.HeldKeys(ctx, l.cfg.Name)
 		l.r.gate.release()
 		if err != nil {
-			return err
+			return 0, err
 		}
 	}
 	skip := heldKeys
 	if len(skip) > maxSkipKeys {
 		skip = skip[:maxSkipKeys]
 	}
-	first := true
+	first, total := true, 0
 	after := int64(0)
 	for {
 		var rows []ferry.Record
@@ -113,15 +147,16 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) error {
 			rows, err = l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: after,
 				UpToSeq: cursor, SkipDelayed: true, SkipKeys: skip, Limit: rescanPage})
 			if err != nil {
-				return err
+				return 0, err
 			}
 		}
 		last := len(rows) < rescanPage
 		if !l.send(ctx, page{rows: rows, rescan: true, startedAt: startedAt, first: first, last: last, held: heldKeys, drops: drops}) {
-			return ctx.Err()
+			return 0, ctx.Err()
 		}
+		total += len(rows)
 		if last {
-			return nil
+			return total, nil
 		}
 		first, after = false, rows[len(rows)-1].Seq
 	}
