@@ -50,20 +50,39 @@ func (a *acker) close() {
 	signal(a.signal)
 }
 
+// ackWriters is how many outcome writes a lane keeps in flight: one
+// batch is written while the next one gathers, so the database's time per
+// write is not the lane's ceiling.
+const ackWriters = 2
+
 func (a *acker) run() {
+	var wg sync.WaitGroup
+	for range ackWriters {
+		wg.Go(a.writeLoop)
+	}
+	wg.Wait()
+	a.giveUp()
+}
+
+func (a *acker) writeLoop() {
 	for {
 		a.mu.Lock()
 		batch := a.pending[:min(len(a.pending), maxAckBatch)]
 		a.pending = a.pending[len(batch):]
-		closed := a.closed
+		closed, more := a.closed, len(a.pending) > 0
 		a.mu.Unlock()
 		if len(batch) == 0 {
 			if closed {
-				a.giveUp()
 				return
 			}
-			<-a.signal
+			select {
+			case <-a.signal:
+			case <-a.loopGone: // closed by close: drain what is left, then stop
+			}
 			continue
+		}
+		if more {
+			signal(a.signal) // more is waiting: let the other writer take it
 		}
 		a.write(batch)
 	}
