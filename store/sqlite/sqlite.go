@@ -81,6 +81,10 @@ func Open(ctx context.Context, path string, opts sqlstore.Options) (*Store, erro
 	if path == "" {
 		return nil, fmt.Errorf("ferry: sqlite: empty database path; give a file name such as ferry.db")
 	}
+	// Check the table name before the file is created.
+	if err := sqlstore.CheckTable(opts.TableName()); err != nil {
+		return nil, err
+	}
 	db, err := sql.Open("sqlite", dsn(path))
 	if err != nil {
 		return nil, fmt.Errorf("ferry: sqlite: open %s: %w", path, err)
