@@ -186,8 +186,10 @@ func TestDemo(t *testing.T) {
 	if sum.Before.N == 0 || sum.During.N == 0 {
 		t.Errorf("online latency measured on %d messages before and %d during the batch, want some of each", sum.Before.N, sum.During.N)
 	}
-	if sum.BatchWritten != 5_000 || sum.BatchDelivered == 0 {
-		t.Errorf("batch: %d written, %d delivered; want 5000 written and some delivered", sum.BatchWritten, sum.BatchDelivered)
+	// How much of the batch fits in the run depends on the machine's
+	// speed (the demo ends on time, whatever is left): some of it must.
+	if sum.BatchWritten == 0 || sum.BatchDelivered == 0 || sum.BatchDelivered > sum.BatchWritten {
+		t.Errorf("batch: %d written, %d delivered; want some written and some of those delivered", sum.BatchWritten, sum.BatchDelivered)
 	}
 	text := out.String()
 	for _, want := range []string{"online waiting", "batch waiting", ">>> the batch job starts", "Summary",
