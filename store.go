@@ -119,6 +119,10 @@ type Outcome struct {
 	Attempts    int       // the message's new fail count
 	AvailableAt time.Time // when to retry; for WAITING only
 	Error       string    // the delivery error; empty for DONE
+	// Delete, for DONE, deletes the message instead of keeping it DONE:
+	// for relays that keep no history, it is the cheapest outcome to
+	// record.
+	Delete bool
 }
 
 // Lease is what a node holds after Store.Lease.

@@ -45,6 +45,9 @@ type RelayConfig struct {
 	// Lane overrides the relay's lane settings (its Name is ignored); the
 	// zero Lane takes relay's defaults.
 	Lane relay.Lane
+	// Retention is the relay's (relay.Options.Retention): negative deletes
+	// delivered messages instead of keeping them DONE.
+	Retention time.Duration
 	// Logger receives the relay's logs. Default: warnings to stderr.
 	Logger *slog.Logger
 	// Progress, if set, receives a line now and then about the run.
@@ -165,7 +168,7 @@ func Relay(ctx context.Context, cfg RelayConfig) (_ []Result, err error) {
 	if cfg.StoreTimings {
 		st = timed(st, timings)
 	}
-	r, err := relay.New(relay.Options{Store: st, Lanes: relayLanes,
+	r, err := relay.New(relay.Options{Store: st, Lanes: relayLanes, Retention: cfg.Retention,
 		Routes: []relay.Route{{Topic: "*", Destination: dest}}, Logger: cfg.Logger})
 	if err != nil {
 		return results, err

@@ -481,13 +481,13 @@ func (l *lane) finish(st *laneState, res result) {
 		// Dropped while in flight (its shard was given up): record a
 		// success, which is true, and nothing else.
 		if res.err == nil {
-			l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusDone})
+			l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusDone, Delete: l.r.opts.Retention < 0})
 		}
 		return
 	}
 	if res.err == nil {
 		e.settled = true
-		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusDone})
+		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusDone, Delete: l.r.opts.Retention < 0})
 		l.next(st, e)
 		return
 	}

@@ -38,8 +38,9 @@ type Options struct {
 	// retries that fell due, messages a person retried. Default 1s.
 	RescanInterval time.Duration
 	// Retention is how long DONE messages are kept before they are deleted
-	// in small batches. Default 24h; negative deletes them at the next
-	// cleanup.
+	// in small batches. Default 24h. Negative keeps no history: a message
+	// is deleted as soon as it is delivered, which is also the cheapest
+	// way to record a delivery.
 	Retention time.Duration
 	// ShutdownTimeout bounds how long Run waits for in-flight deliveries
 	// after its context ends. Default 10s.

@@ -97,6 +97,7 @@ per transaction at full speed for --duration while the relay delivers
 		fs.IntVar(&cfg.WriterBatch, "writer-batch", 100, "messages per transaction of each writer")
 		fs.IntVar(&cfg.Lanes, "lanes", 1, "spread the messages over this many lanes")
 		fs.IntVar(&cfg.Lane.Concurrency, "concurrency", 0, "the lane's concurrent deliveries (default the relay's)")
+		fs.DurationVar(&cfg.Retention, "retention", 0, "the relay's retention of DONE messages; negative deletes them on delivery (default the relay's, 24h)")
 		fs.IntVar(&cfg.Lane.BatchSize, "fetch", 0, "the lane's messages per fetch (default the relay's)")
 		run = func(ctx context.Context) ([]bench.Result, error) {
 			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)

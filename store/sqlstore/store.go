@@ -292,11 +292,15 @@ type Execer interface {
 // CompleteWith is Complete on ex, so that a database package can run it
 // in a transaction with settings of its own.
 func (s *Store) CompleteWith(ctx context.Context, ex Execer, outcomes []ferry.Outcome) error {
-	var done []any
+	var done, deleted []any
 	for _, o := range outcomes {
 		switch o.Status {
 		case ferry.StatusDone:
-			done = append(done, o.Seq)
+			if o.Delete {
+				deleted = append(deleted, o.Seq)
+			} else {
+				done = append(done, o.Seq)
+			}
 		case ferry.StatusWaiting:
 			if _, err := ex.ExecContext(ctx, s.q(`UPDATE {{t}} SET fail_count = ?, available_at = ?, failed_at = {{now}}, last_error = ?
 				WHERE id = ? AND status = 'WAITING'`), o.Attempts, s.d.timeArg(o.AvailableAt), truncate(o.Error), o.Seq); err != nil {
@@ -317,6 +321,12 @@ func (s *Store) CompleteWith(ctx context.Context, ex Execer, outcomes []ferry.Ou
 		if _, err := ex.ExecContext(ctx, s.q(`UPDATE {{t}} SET status = 'DONE', processed_at = {{now}}
 			WHERE status = 'WAITING' AND id IN (`+placeholders(len(part))+`)`), part...); err != nil {
 			return fmt.Errorf("ferry: record %d deliveries: %w", len(part), err)
+		}
+	}
+	for start := 0; start < len(deleted); start += chunk {
+		part := deleted[start:min(len(deleted), start+chunk)]
+		if _, err := ex.ExecContext(ctx, s.q(`DELETE FROM {{t}} WHERE status = 'WAITING' AND id IN (`+placeholders(len(part))+`)`), part...); err != nil {
+			return fmt.Errorf("ferry: delete %d delivered messages: %w", len(part), err)
 		}
 	}
 	return nil

@@ -198,6 +198,7 @@ func testFetchSkipKeys(t *testing.T, open factory) {
 
 var completeCases = []testCase{
 	{"Done", testCompleteDone},
+	{"DoneDelete", testCompleteDoneDelete},
 	{"Retry", testCompleteRetry},
 	{"Failed", testCompleteFailed},
 	{"NotWaiting", testCompleteNotWaiting},
@@ -220,6 +221,19 @@ func testCompleteDone(t *testing.T, open factory) {
 		t.Errorf("after DONE: want 0 attempts and no error, got %d attempts, error %q", r.Attempts, r.LastError)
 	}
 	wantIDs(t, "Fetch after DONE", e.fetchLane(t, ferry.DefaultLane), "b")
+}
+
+// testCompleteDoneDelete: a DONE outcome with Delete removes the message,
+// but only a WAITING one.
+func testCompleteDoneDelete(t *testing.T, open factory) {
+	e := newEnv(t, open)
+	recs := e.writeRecs(t, msg("a", "", "k"), msg("b", "", "k"), msg("excluded", "", ""))
+	e.exclude(t, recs[2])
+	e.complete(t, ferry.Outcome{Seq: recs[0].Seq, Status: ferry.StatusDone, Delete: true},
+		ferry.Outcome{Seq: recs[2].Seq, Status: ferry.StatusDone, Delete: true})
+	e.absent(t, "a delivered message with Delete", "a")
+	e.wantStatus(t, "an EXCLUDED message after a late Delete outcome", "excluded", ferry.StatusExcluded)
+	wantIDs(t, "Fetch after a Delete outcome", e.fetchLane(t, ferry.DefaultLane), "b")
 }
 
 // testCompleteRetry: a WAITING outcome records the attempt and keeps the
