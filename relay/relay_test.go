@@ -543,3 +543,24 @@ func TestBadOptions(t *testing.T) {
 		}
 	}
 }
+
+// TestRateLimitHoldsDeliveriesBack checks a lane's token bucket: 40
+// messages at 100/s with bursts of 1 cannot all be delivered in much less
+// than 0.39s, however fast the machine. (A lower bound on time is what the
+// limit promises; nothing here depends on the machine being fast.)
+func TestRateLimitHoldsDeliveriesBack(t *testing.T) {
+	ts := sqliteStore(t)
+	rc := newRecorder()
+	var msgs []ferry.Message
+	for range 40 {
+		msgs = append(msgs, ferry.Message{Topic: "t"})
+	}
+	write(t, ts, msgs...)
+	start := time.Now()
+	startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 16, Rate: 100, Burst: 1}},
+		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+	waitFor(t, "all messages", func() bool { return rc.count() == 40 })
+	if took, least := time.Since(start), 350*time.Millisecond; took < least {
+		t.Errorf("40 messages at 100/s took %v; the rate limit allows no less than about 390ms", took)
+	}
+}
