@@ -16,24 +16,27 @@ var ErrClosed = errors.New("ferry: closed")
 // Nothing of the write is stored: the caller's transaction decides.
 type InvalidMessageError struct {
 	ID      string // the message's id (generated if it had none)
+	Index   int    // its position among the messages of the Write call
 	Field   string // the field at fault: Topic, Lane, Key, ...
 	Problem string
 }
 
 func (e *InvalidMessageError) Error() string {
-	return fmt.Sprintf("ferry: message %s: %s %s", e.ID, e.Field, e.Problem)
+	return fmt.Sprintf("ferry: message %s (#%d of the write): %s %s", e.ID, e.Index, e.Field, e.Problem)
 }
 
 // PayloadTooLargeError reports a payload over the outbox's limit.
 type PayloadTooLargeError struct {
 	ID    string
+	Index int    // its position among the messages of the Write call
+	Topic string // so that a message with a generated id can be found
 	Size  int
 	Limit int
 }
 
 func (e *PayloadTooLargeError) Error() string {
-	return fmt.Sprintf("ferry: message %s: payload is %d bytes, over the limit of %d; send a reference to the data instead, or raise the outbox's MaxPayload",
-		e.ID, e.Size, e.Limit)
+	return fmt.Sprintf("ferry: message %s (#%d of the write, topic %q): payload is %d bytes, over the limit of %d; send a reference to the data instead, or raise the outbox's MaxPayload",
+		e.ID, e.Index, e.Topic, e.Size, e.Limit)
 }
 
 // UnknownLaneError reports a message written to a lane the outbox was not

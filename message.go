@@ -146,7 +146,7 @@ func (m *Message) normalize(maxPayload int) error {
 	case len(m.Headers) > MaxHeaders:
 		return bad("Headers", fmt.Sprintf("has %d entries; at most %d are allowed", len(m.Headers), MaxHeaders))
 	case maxPayload > 0 && len(m.Payload) > maxPayload:
-		return &PayloadTooLargeError{ID: m.ID, Size: len(m.Payload), Limit: maxPayload}
+		return &PayloadTooLargeError{ID: m.ID, Topic: m.Topic, Size: len(m.Payload), Limit: maxPayload}
 	}
 	for k, v := range m.Headers {
 		if k == "" || !utf8.ValidString(k) || !utf8.ValidString(v) {

@@ -3,6 +3,7 @@ package ferry
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -94,6 +95,14 @@ func (o *Outbox) prepare(msgs []Message) ([]Message, error) {
 	for i := range msgs {
 		m := msgs[i]
 		if err := m.normalize(o.maxPayload); err != nil {
+			var invalid *InvalidMessageError
+			var tooLarge *PayloadTooLargeError
+			switch {
+			case errors.As(err, &invalid):
+				invalid.Index = i
+			case errors.As(err, &tooLarge):
+				tooLarge.Index = i
+			}
 			return nil, err
 		}
 		if o.lanes != nil && !slices.Contains(o.lanes, m.Lane) {
