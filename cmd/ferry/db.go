@@ -97,6 +97,17 @@ func (d *dbFlags) resolve() (database, *config.Config, error) {
 // open opens the database. If wait is positive and the database cannot be
 // reached, it tries again with growing pauses for up to wait, logging each
 // failure to log (which may be nil when wait is 0).
+// openNow resolves the database and opens its store at once, for the
+// commands that act and exit. The caller closes the store.
+func (d *dbFlags) openNow(ctx context.Context) (database, *config.Config, ferry.Store, error) {
+	db, cfg, err := d.resolve()
+	if err != nil {
+		return db, nil, nil, err
+	}
+	st, err := db.open(ctx, 0, nil)
+	return db, cfg, st, err
+}
+
 func (db database) open(ctx context.Context, wait time.Duration, log *slog.Logger) (ferry.Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

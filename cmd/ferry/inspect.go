@@ -53,11 +53,7 @@ func runInspect(ctx context.Context, c *cli, args []string) error {
 	if err := noArgs(rest); err != nil {
 		return err
 	}
-	db, cfg, err := dbf.resolve()
-	if err != nil {
-		return err
-	}
-	st, err := db.open(ctx, 0, nil)
+	db, cfg, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err
 	}

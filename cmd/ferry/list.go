@@ -70,11 +70,7 @@ func runList(ctx context.Context, c *cli, args []string) error {
 	if *limit < 1 {
 		return usagef("--limit must be at least 1, got %d", *limit)
 	}
-	db, _, err := dbf.resolve()
-	if err != nil {
-		return err
-	}
-	st, err := db.open(ctx, 0, nil)
+	db, _, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err
 	}

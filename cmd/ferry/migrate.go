@@ -28,11 +28,7 @@ func runMigrate(ctx context.Context, c *cli, args []string) error {
 	if err := noArgs(rest); err != nil {
 		return err
 	}
-	db, _, err := dbf.resolve()
-	if err != nil {
-		return err
-	}
-	st, err := db.open(ctx, 0, nil)
+	db, _, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err
 	}
