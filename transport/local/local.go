@@ -1,6 +1,8 @@
 // Package local holds the destinations that need no broker: messages are
 // delivered to Go code in the same process (Mux), written as JSON lines
-// (NewWriter) or dropped (Discard).
+// (NewWriter) or dropped (Discard); and Broker, an in-process broker with
+// groups, acknowledgements and redelivery that passes the transports'
+// conformance suite, for running the relay and consumers in one process.
 //
 // With a Mux as the destination, the outbox is a job queue: the relay
 // claims each message once per attempt, calls the handler registered for
