@@ -35,14 +35,14 @@ type Broker struct {
 func NewBroker() *Broker { return &Broker{} }
 
 type localDest struct {
-	base    int64              // offset of log[0]
+	base    int64                // offset of log[0]
 	log     []*transport.Message // messages from offset base on
 	groups  map[string]*group
 	changed chan struct{} // closed and replaced when something can be delivered
 }
 
 type group struct {
-	cursor    int64                // next offset never delivered
+	cursor    int64                   // next offset never delivered
 	inFlight  map[int64]*Subscription // delivered, not yet settled
 	retry     map[int64]time.Time     // nacked or abandoned: due again at
 	delivered map[int64]int           // deliveries so far, for Redelivered
