@@ -1,7 +1,7 @@
 // Package config loads and checks the YAML configuration of `ferry relay`.
 //
 // A complete file, with every setting (only database.url, one lane, one
-// destination and one route are required):
+// transport and one route are required):
 //
 //	database:
 //	  url: sqlite:ferry.db      # or postgres://user:${PGPASSWORD}@host/db, mysql://user@host/db
@@ -28,13 +28,20 @@
 //	    backoff: {initial: 1s, max: 5m}
 //	    on_failed: hold         # hold | skip
 //
-//	destinations:               # named; each has a type and the options of its type
+//	transports:                 # named; each has a type and the options of its type
+//	  events: {type: kafka, brokers: [localhost:9092]}
 //	  console: {type: stdout}   # one JSON line per message on standard output
 //	  sink: {type: discard}     # accepted and dropped
 //
 //	routes:                     # the first route whose topic pattern matches wins
-//	  - {topic: "orders.*", to: console}
+//	  - {topic: "orders.*", to: events, destination: orders}   # the Kafka topic "orders"
+//	  - {topic: "audit.*", to: console}
 //	  - {topic: "*", to: sink}
+//
+// A route's destination names where its messages go in the broker's terms
+// (a Kafka topic, a NATS subject, a RabbitMQ exchange, a Redis stream, a
+// webhook URL or path) and may use {topic}, {key}, {type} and {lane}; the
+// default is {topic}, the message's own topic.
 //
 //	log: {level: info, format: text}   # level: debug|info|warn|error; format: text|json
 //
@@ -49,25 +56,28 @@
 // with its file, line, column and key path:
 //
 //	relay.yaml:12:5: lanes.batch.concurrency: must be a positive integer, got "lots"
-//	relay.yaml:20:3: routes[1].to: destination "consle" is not defined; did you mean "console"?
+//	relay.yaml:20:3: routes[1].to: transport "consle" is not defined; did you mean "console"?
 //
 // The database URL may hold a password: it never appears in problems, and
 // Database formats itself with the password hidden.
 package config
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"path"
+	"slices"
 	"time"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/relay"
 	"github.com/ferry-dev/ferry/store"
 	"github.com/ferry-dev/ferry/store/sqlstore"
+	"github.com/ferry-dev/ferry/transport"
 	"github.com/ferry-dev/ferry/transport/local"
 )
 
@@ -83,10 +93,10 @@ type Config struct {
 	Relay    Relay
 	// Lanes are in file order, with Name set and zero meaning the relay's
 	// default for every other field.
-	Lanes        []relay.Lane
-	Destinations []Destination // in file order
-	Routes       []Route       // in file order, which is matching order
-	Log          Log
+	Lanes      []relay.Lane
+	Transports []Transport // in file order
+	Routes     []Route     // in file order, which is matching order
+	Log        Log
 }
 
 // Database says where the outbox is.
@@ -137,21 +147,27 @@ type Relay struct {
 	ShutdownTimeout time.Duration
 }
 
-// Destination is a named destination.
-type Destination struct {
+// Transport is a named connection to a broker, or a local sink, that
+// routes send messages to.
+type Transport struct {
 	Name string
 	Type string
 	Pos  Pos // where it is defined
-	// build makes the destination; set by its type's check.
+	// build makes the transport; set by its type's check.
 	build builder
 }
 
-// Route sends the topics matching Topic (a path.Match pattern) to the
-// destination named To.
+// Sink reports whether t takes every message whatever the destination
+// (stdout, discard), so that its routes name none.
+func (t Transport) Sink() bool { return transportTypes()[t.Type].sink }
+
+// Route sends the topics matching Topic (a path.Match pattern) to
+// Destination through the transport named To.
 type Route struct {
-	Topic string
-	To    string
-	Pos   Pos
+	Topic       string
+	To          string
+	Destination transport.Target // "{topic}" unless the route names one
+	Pos         Pos
 }
 
 // Log configures the relay's logs.
@@ -176,43 +192,60 @@ func Parse(data []byte, name string) (*Config, error) {
 	return parse(data, name, os.LookupEnv)
 }
 
-// RelayOptions returns the relay options the config describes, with the
-// destinations built and st as the store. stdout is where the stdout
-// destination writes. The Logger is left unset: use Logger.
-func (c *Config) RelayOptions(st ferry.Store, stdout io.Writer) (relay.Options, error) {
+// Built is a relay's options made from a config, with the transports
+// they publish through. Close it when the relay has stopped.
+type Built struct {
+	Options    relay.Options
+	transports []openTransport
+	routes     []Route
+}
+
+type openTransport struct {
+	Transport
+	built
+}
+
+// Build returns the relay options the config describes, with the
+// transports made (without connecting: a broker that is down is retried by
+// the relay) and st as the store. stdout is where the stdout transport
+// writes. The Logger is left unset: use Logger.
+func (c *Config) Build(st ferry.Store, stdout io.Writer) (*Built, error) {
 	if stdout == nil {
 		stdout = io.Discard
 	}
 	env := buildEnv{stdout: local.NewWriter(stdout)}
-	built := make(map[string]ferry.Destination, len(c.Destinations))
+	b := &Built{routes: c.Routes}
+	opened := make(map[string]built, len(c.Transports))
 	var errs []error
-	for _, d := range c.Destinations {
-		if d.build == nil {
-			errs = append(errs, fmt.Errorf("config: %s: destination %q was not checked by Load or Parse", d.Pos, d.Name))
+	for _, t := range c.Transports {
+		if t.build == nil {
+			errs = append(errs, fmt.Errorf("config: %s: transport %q was not checked by Load or Parse", t.Pos, t.Name))
 			continue
 		}
-		dest, err := d.build(env)
+		tr, err := t.build(env)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("config: %s: destination %q (%s): %w", d.Pos, d.Name, d.Type, err))
+			errs = append(errs, fmt.Errorf("config: %s: transport %q (%s): %w", t.Pos, t.Name, t.Type, err))
 			continue
 		}
-		built[d.Name] = dest
+		opened[t.Name] = tr
+		b.transports = append(b.transports, openTransport{Transport: t, built: tr})
 	}
 	routes := make([]relay.Route, 0, len(c.Routes))
 	for _, r := range c.Routes {
-		dest, ok := built[r.To]
+		tr, ok := opened[r.To]
 		if !ok {
-			if _, defined := c.Destination(r.To); !defined {
-				errs = append(errs, fmt.Errorf("config: %s: route %q names destination %q, which is not defined", r.Pos, r.Topic, r.To))
+			if !slices.ContainsFunc(c.Transports, func(t Transport) bool { return t.Name == r.To }) {
+				errs = append(errs, fmt.Errorf("config: %s: route %q names transport %q, which is not defined", r.Pos, r.Topic, r.To))
 			}
 			continue // else its build failed, reported above
 		}
-		routes = append(routes, relay.Route{Topic: r.Topic, Destination: dest})
+		routes = append(routes, relay.Route{Topic: r.Topic, Destination: tr.route(r.Destination)})
 	}
 	if err := errors.Join(errs...); err != nil {
-		return relay.Options{}, err
+		b.Close()
+		return nil, err
 	}
-	return relay.Options{
+	b.Options = relay.Options{
 		Store:           st,
 		Lanes:           append([]relay.Lane(nil), c.Lanes...),
 		Routes:          routes,
@@ -222,7 +255,51 @@ func (c *Config) RelayOptions(st ferry.Store, stdout io.Writer) (relay.Options, 
 		RescanInterval:  c.Relay.RescanInterval,
 		Retention:       c.Relay.Retention,
 		ShutdownTimeout: c.Relay.ShutdownTimeout,
-	}, nil
+	}
+	return b, nil
+}
+
+// Check asks each broker about the routes' fixed destinations (those
+// without placeholders) where its transport can tell: a Kafka topic that
+// does not exist, a RabbitMQ exchange that was never declared. refused
+// holds the destinations a broker said no to, each naming the route;
+// unchecked holds the questions that got no answer (a broker that is
+// down), which the relay will retry. Check stops asking when ctx ends.
+func (b *Built) Check(ctx context.Context) (refused error, unchecked []error) {
+	byName := map[string]openTransport{}
+	for _, t := range b.transports {
+		byName[t.Name] = t
+	}
+	var errs []error
+	for _, r := range b.routes {
+		t, ok := byName[r.To]
+		if !ok || t.publisher == nil || !r.Destination.Static() {
+			continue
+		}
+		err := transport.Check(ctx, t.publisher, r.Destination)
+		switch {
+		case err == nil:
+		case transport.IsRejected(err):
+			errs = append(errs, fmt.Errorf("config: %s: route %q: %w", r.Pos, r.Topic, err))
+		default:
+			unchecked = append(unchecked, fmt.Errorf("route %q: could not check destination %q with transport %q: %w", r.Topic, r.Destination, r.To, err))
+		}
+	}
+	return errors.Join(errs...), unchecked
+}
+
+// Close closes the transports' connections, waiting for messages in
+// flight.
+func (b *Built) Close() error {
+	var errs []error
+	for _, t := range b.transports {
+		if t.publisher != nil {
+			if err := t.publisher.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("transport %q: %w", t.Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Logger returns a logger writing to w in the configured format, at the
@@ -244,14 +321,14 @@ func (c *Config) LaneNames() []string {
 	return names
 }
 
-// Destination returns the destination named name.
-func (c *Config) Destination(name string) (Destination, bool) {
-	for _, d := range c.Destinations {
-		if d.Name == name {
-			return d, true
+// Transport returns the transport named name.
+func (c *Config) Transport(name string) (Transport, bool) {
+	for _, t := range c.Transports {
+		if t.Name == name {
+			return t, true
 		}
 	}
-	return Destination{}, false
+	return Transport{}, false
 }
 
 // parse is Parse with the environment given.
@@ -264,7 +341,8 @@ func parse(data []byte, name string, lookup func(string) (string, bool)) (*Confi
 		p.database(c, top)
 		p.relay(c, top)
 		p.lanes(c, top)
-		known := p.destinations(c, top)
+		top.renamed("destinations", "this section is now called transports: rename it; a route names its transport with `to:` and, optionally, the broker's destination with `destination:`")
+		known := p.transports(c, top)
 		p.routes(c, top, known)
 		p.log(c, top)
 		top.done()

@@ -33,7 +33,7 @@ lanes:
   online: {weight: 4, concurrency: 32}
   batch:
     concurrency: 16
-destinations:
+transports:
   console: {type: stdout}
 routes:
   - {topic: "orders.*", to: console}
@@ -84,8 +84,8 @@ func TestParseExample(t *testing.T) {
 	if len(c.Lanes) != 3 || c.Lanes[1] != batch || c.Lanes[2] != (relay.Lane{Name: "default"}) {
 		t.Errorf("Lanes = %+v", c.Lanes)
 	}
-	if len(c.Destinations) != 2 || c.Destinations[0].Type != "stdout" || c.Destinations[1].Type != "discard" {
-		t.Errorf("Destinations = %+v", c.Destinations)
+	if len(c.Transports) != 2 || c.Transports[0].Type != "stdout" || c.Transports[1].Type != "discard" {
+		t.Errorf("Destinations = %+v", c.Transports)
 	}
 	// The example's URL refers to ${FERRY_DB:-...}.
 	c, err = parse(data, "relay.yaml", env(map[string]string{"FERRY_DB": "postgres://u:pw@h/db"}))
@@ -131,7 +131,7 @@ func TestParseProblems(t *testing.T) {
 			name: "unknown top-level key",
 			yaml: good + "metrics: {port: 9090}\nroute: []\n",
 			want: []string{
-				`relay.yaml:11:1: metrics: unknown key "metrics" (known keys: database, relay, lanes, destinations, routes, log)`,
+				`relay.yaml:11:1: metrics: unknown key "metrics" (known keys: database, relay, lanes, transports, routes, log)`,
 				`relay.yaml:12:1: route: unknown key "route"; did you mean "routes"?`,
 			},
 		},
@@ -172,24 +172,24 @@ func TestParseProblems(t *testing.T) {
 			want: []string{`relay.yaml:6:12: lanes.batch.burst: has no effect without rate: set rate (messages per second) too, or remove burst`},
 		},
 		{
-			name: "unknown destination type",
+			name: "unknown transport type",
 			yaml: strings.Replace(good, "{type: stdout}", "{type: stdot, extra: 1}", 1),
-			want: []string{`relay.yaml:8:19: destinations.console.type: unknown destination type "stdot"; did you mean "stdout"? (known types: discard, stdout)`},
+			want: []string{`relay.yaml:8:19: transports.console.type: unknown transport type "stdot"; did you mean "stdout"? (known types: discard, stdout)`},
 		},
 		{
 			name: "destination without type, and unknown option",
 			yaml: strings.Replace(good, "{type: stdout}", "{tpye: stdout}", 1),
 			want: []string{
-				`relay.yaml:8:3: destinations.console.type: is required: one of discard, stdout`,
-				`relay.yaml:8:13: destinations.console.tpye: unknown key "tpye"; did you mean "type"?`,
+				`relay.yaml:8:3: transports.console.type: is required: one of discard, stdout`,
+				`relay.yaml:8:13: transports.console.tpye: unknown key "tpye"; did you mean "type"?`,
 			},
 		},
 		{
 			name: "route to a missing destination",
 			yaml: good + `  - {topic: "a", to: consle}` + "\n" + `  - {topic: "b", to: kafka}` + "\n",
 			want: []string{
-				`relay.yaml:11:22: routes[1].to: destination "consle" is not defined; did you mean "console"?`,
-				`relay.yaml:12:22: routes[2].to: destination "kafka" is not defined (defined: console)`,
+				`relay.yaml:11:22: routes[1].to: transport "consle" is not defined; did you mean "console"?`,
+				`relay.yaml:12:22: routes[2].to: transport "kafka" is not defined (defined: console)`,
 			},
 		},
 		{
@@ -198,7 +198,7 @@ func TestParseProblems(t *testing.T) {
 			want: []string{
 				`relay.yaml:11:13: routes[1].topic: "orders[" is not a valid topic pattern: use a topic name, or * (any characters but /), ? and [a-z] wildcards`,
 				`relay.yaml:12:5: routes[2].topic: is required: the topics this route matches, such as "orders.*" or "*"`,
-				`relay.yaml:13:5: routes[3].to: is required: the name of the destination, defined under destinations`,
+				`relay.yaml:13:5: routes[3].to: is required: the name of the transport, defined under transports`,
 			},
 		},
 		{
@@ -209,11 +209,11 @@ func TestParseProblems(t *testing.T) {
 		{
 			name: "routes not a list",
 			yaml: strings.Replace(good, "routes:\n  - {topic: \"orders.*\", to: console}\n", "routes: {orders: console}\n", 1),
-			want: []string{`relay.yaml:9:9: routes: must be a list of {topic: PATTERN, to: DESTINATION}, got a mapping`},
+			want: []string{`relay.yaml:9:9: routes: must be a list of {topic: PATTERN, to: TRANSPORT, destination: NAME}, got a mapping`},
 		},
 		{
 			name: "no lanes, no routes",
-			yaml: "database: {url: sqlite:x.db}\nlanes: {}\ndestinations: {c: {type: stdout}}\nroutes: []\n",
+			yaml: "database: {url: sqlite:x.db}\nlanes: {}\ntransports: {c: {type: stdout}}\nroutes: []\n",
 			want: []string{
 				`relay.yaml:2:1: lanes: at least one lane is required, such as ` + "`lanes: {default: {}}`" + `; a message's lane is "default" unless it names one`,
 				`relay.yaml:4:9: routes: at least one route is required; a message no route matches becomes FAILED`,
@@ -305,7 +305,7 @@ func TestParseProblems(t *testing.T) {
 			name: "entries of the wrong shape",
 			yaml: strings.Replace(good, "console: {type: stdout}", "console: stdout", 1) + "  - console\n",
 			want: []string{
-				`relay.yaml:8:12: destinations.console: must be a mapping such as {type: stdout}, got "stdout"`,
+				`relay.yaml:8:12: transports.console: must be a mapping such as {type: kafka, brokers: [localhost:9092]}, got "stdout"`,
 				`relay.yaml:11:5: routes[1]: must be a mapping such as {topic: "orders.*", to: NAME}, got "console"`,
 			},
 		},
@@ -344,7 +344,7 @@ lanes:
   online:
     weight: heavy
     concurency: 4
-destinations:
+transports:
   out: {type: kafka}
 routes:
   - {topic: "*", to: nowhere}
@@ -355,7 +355,7 @@ routes:
 		t.Fatalf("got %v, want an *Error", err)
 	}
 	wantPaths := []string{"database.url", "database.tabel", "relay.retention", "lanes.online.weight",
-		"lanes.online.concurency", "destinations.out.type", "routes[0].to"}
+		"lanes.online.concurency", "transports.out.type", "routes[0].to"}
 	var gotPaths []string
 	for _, p := range cerr.Problems {
 		gotPaths = append(gotPaths, p.Path)
@@ -464,24 +464,26 @@ func TestLoad(t *testing.T) {
 	}
 }
 
-func TestRelayOptions(t *testing.T) {
+func TestBuild(t *testing.T) {
 	yaml := good + `  - {topic: "*", to: sink}
-destinations:
+transports:
   sink: {type: discard}
 relay: {node: n1, lease_ttl: 5s, poll_interval: 20ms, rescan_interval: 2s, retention: 1h, shutdown_timeout: 3s}
 log: {level: debug, format: json}
 `
-	yaml = strings.Replace(yaml, "destinations:\n  console: {type: stdout}\n", "", 1)
-	yaml = strings.Replace(yaml, "destinations:\n  sink:", "destinations:\n  console: {type: stdout}\n  sink:", 1)
+	yaml = strings.Replace(yaml, "transports:\n  console: {type: stdout}\n", "", 1)
+	yaml = strings.Replace(yaml, "transports:\n  sink:", "transports:\n  console: {type: stdout}\n  sink:", 1)
 	c, err := parse([]byte(yaml), "relay.yaml", noEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	opts, err := c.RelayOptions(nil, &out)
+	b, err := c.Build(nil, &out)
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer b.Close()
+	opts := b.Options
 	if opts.Node != "n1" || opts.LeaseTTL != 5*time.Second || opts.PollInterval != 20*time.Millisecond ||
 		opts.RescanInterval != 2*time.Second || opts.Retention != time.Hour || opts.ShutdownTimeout != 3*time.Second {
 		t.Errorf("options = %+v", opts)

@@ -11,7 +11,7 @@ func ExampleParse() {
   url: postgres://ferry:s3cret@db/app
 lanes:
   batch: {concurrency: lots, max_attempt: 5}
-destinations:
+transports:
   console: {type: stdout}
 routes:
   - {topic: "orders.*", to: consle}
@@ -20,24 +20,26 @@ routes:
 	// Output:
 	// relay.yaml:4:24: lanes.batch.concurrency: must be a positive integer, got "lots"
 	// relay.yaml:4:30: lanes.batch.max_attempt: unknown key "max_attempt"; did you mean "max_attempts"?
-	// relay.yaml:8:29: routes[0].to: destination "consle" is not defined; did you mean "console"?
+	// relay.yaml:8:29: routes[0].to: transport "consle" is not defined; did you mean "console"?
 }
 
-func ExampleConfig_RelayOptions() {
+func ExampleConfig_Build() {
 	cfg, err := config.Parse([]byte(`database: {url: "sqlite:ferry.db"}
 lanes: {online: {weight: 4}, batch: {rate: 100}}
-destinations: {console: {type: stdout}}
+transports: {console: {type: stdout}}
 routes: [{topic: "*", to: console}]
 `), "relay.yaml")
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	opts, err := cfg.RelayOptions(nil, nil) // a real program passes the store and os.Stdout
+	b, err := cfg.Build(nil, nil) // a real program passes the store and os.Stdout
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	defer b.Close()
+	opts := b.Options
 	for _, l := range opts.Lanes {
 		fmt.Printf("lane %s: weight %d, rate %g\n", l.Name, l.Weight, l.Rate)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"regexp"
 	"slices"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/relay"
 	"github.com/ferry-dev/ferry/store"
 	"github.com/ferry-dev/ferry/store/sqlstore"
+	"github.com/ferry-dev/ferry/transport"
 	"gopkg.in/yaml.v3"
 )
 
@@ -171,25 +173,26 @@ func cmp(v, def time.Duration) time.Duration {
 	return v
 }
 
-// destinations reads the destinations and returns the names defined, even
-// those with problems, so routes can be checked against them.
-func (p *parser) destinations(c *Config, top *mapping) []string {
-	e, _ := top.get("destinations")
-	dests := p.mapping(e.key, e.value, "destinations")
-	types := destinationTypes()
-	typeNames := destinationTypeNames()
-	var names []string
-	for _, name := range dests.keys {
-		de, _ := dests.get(name)
-		path := dests.join(name)
-		names = append(names, name)
-		p.name(de.key, path, "destination", ferry.MaxNameLen)
-		if !isNull(de.value) && resolve(de.value).Kind != yaml.MappingNode {
-			p.addf(de.value, path, "must be a mapping such as {type: stdout}, got %s", describe(de.value))
+// transports reads the transports and returns the names defined with
+// their types (empty for a type with problems), even those with problems,
+// so routes can be checked against them.
+func (p *parser) transports(c *Config, top *mapping) map[string]string {
+	e, _ := top.get("transports")
+	section := p.mapping(e.key, e.value, "transports")
+	types := transportTypes()
+	typeNames := transportTypeNames()
+	defined := map[string]string{}
+	for _, name := range section.keys {
+		te, _ := section.get(name)
+		path := section.join(name)
+		defined[name] = ""
+		p.name(te.key, path, "transport", ferry.MaxNameLen)
+		if !isNull(te.value) && resolve(te.value).Kind != yaml.MappingNode {
+			p.addf(te.value, path, "must be a mapping such as {type: kafka, brokers: [localhost:9092]}, got %s", describe(te.value))
 			continue
 		}
-		m := p.mapping(de.key, de.value, path)
-		typ, te, ok := m.scalar("type")
+		m := p.mapping(te.key, te.value, path)
+		typ, typeEntry, ok := m.scalar("type")
 		if !ok {
 			if _, present := m.get("type"); !present {
 				m.missing("type", "one of "+strings.Join(typeNames, ", "))
@@ -197,24 +200,24 @@ func (p *parser) destinations(c *Config, top *mapping) []string {
 			m.done()
 			continue
 		}
-		t, known := types[typ]
+		tt, known := types[typ]
 		if !known {
-			msg := fmt.Sprintf("unknown destination type %q", typ)
+			msg := fmt.Sprintf("unknown transport type %q", typ)
 			if s := suggest(typ, typeNames); s != "" {
 				msg += fmt.Sprintf("; did you mean %q?", s)
 			}
-			p.addf(te.value, m.join("type"), "%s (known types: %s)", msg, strings.Join(typeNames, ", "))
+			p.addf(typeEntry.value, m.join("type"), "%s (known types: %s)", msg, strings.Join(typeNames, ", "))
 			continue // its other keys are unknown to us too
 		}
-		d := Destination{Name: name, Type: typ, Pos: p.pos(de.key), build: t(m)}
+		defined[name] = typ
+		c.Transports = append(c.Transports, Transport{Name: name, Type: typ, Pos: p.pos(te.key), build: tt.check(m)})
 		m.done()
-		c.Destinations = append(c.Destinations, d)
 	}
-	dests.done()
-	return names
+	section.done()
+	return defined
 }
 
-func (p *parser) routes(c *Config, top *mapping, destinations []string) {
+func (p *parser) routes(c *Config, top *mapping, transports map[string]string) {
 	e, _ := top.get("routes")
 	if isNull(e.value) {
 		p.addf(e.key, "routes", "at least one route is required, such as `routes: [{topic: \"*\", to: NAME}]`; a message no route matches becomes FAILED")
@@ -222,12 +225,14 @@ func (p *parser) routes(c *Config, top *mapping, destinations []string) {
 	}
 	list := resolve(e.value)
 	if list.Kind != yaml.SequenceNode {
-		p.addf(e.value, "routes", "must be a list of {topic: PATTERN, to: DESTINATION}, got %s", describe(list))
+		p.addf(e.value, "routes", "must be a list of {topic: PATTERN, to: TRANSPORT, destination: NAME}, got %s", describe(list))
 		return
 	}
 	if len(list.Content) == 0 {
 		p.addf(e.value, "routes", "at least one route is required; a message no route matches becomes FAILED")
 	}
+	names := slices.Sorted(maps.Keys(transports))
+	types := transportTypes()
 	for i, item := range list.Content {
 		path := fmt.Sprintf("routes[%d]", i)
 		if resolve(item).Kind != yaml.MappingNode {
@@ -235,7 +240,7 @@ func (p *parser) routes(c *Config, top *mapping, destinations []string) {
 			continue
 		}
 		m := p.mapping(item, item, path)
-		r := Route{Pos: p.pos(item)}
+		r := Route{Pos: p.pos(item), Destination: "{topic}"}
 		if topic, te, ok := m.scalar("topic"); ok {
 			r.Topic = topic
 			if err := checkPattern(topic); err != nil || topic == "" {
@@ -251,22 +256,33 @@ func (p *parser) routes(c *Config, top *mapping, destinations []string) {
 		} else if _, present := m.get("topic"); !present {
 			m.missing("topic", `the topics this route matches, such as "orders.*" or "*"`)
 		}
+		typ := ""
 		if to, te, ok := m.scalar("to"); ok {
 			r.To = to
-			if !slices.Contains(destinations, to) {
-				msg := fmt.Sprintf("destination %q is not defined", to)
-				switch s := suggest(to, destinations); {
+			var defined bool
+			typ, defined = transports[to]
+			if !defined {
+				msg := fmt.Sprintf("transport %q is not defined", to)
+				switch s := suggest(to, names); {
 				case s != "":
 					msg += fmt.Sprintf("; did you mean %q?", s)
-				case len(destinations) == 0:
-					msg += "; define it under destinations"
+				case len(names) == 0:
+					msg += "; define it under transports"
 				default:
-					msg += fmt.Sprintf(" (defined: %s)", strings.Join(destinations, ", "))
+					msg += fmt.Sprintf(" (defined: %s)", strings.Join(names, ", "))
 				}
 				p.addf(te.value, m.join("to"), "%s", msg)
 			}
 		} else if _, present := m.get("to"); !present {
-			m.missing("to", "the name of the destination, defined under destinations")
+			m.missing("to", "the name of the transport, defined under transports")
+		}
+		if dest, de, ok := m.scalar("destination"); ok {
+			r.Destination = transport.Target(dest)
+			if types[typ].sink {
+				p.addf(de.value, m.join("destination"), "transport %q (%s) takes every message it is given and has no destinations: remove this key", r.To, typ)
+			} else if err := r.Destination.Validate(); err != nil {
+				p.addf(de.value, m.join("destination"), "%v", err)
+			}
 		}
 		m.done()
 		c.Routes = append(c.Routes, r)

@@ -166,6 +166,19 @@ func (m *mapping) get(key string) (entry, bool) {
 	return e, ok && !isNull(e.value)
 }
 
+// renamed reports key, if present, as a key of an older ferry that is now
+// called something else (hint says what to do), and drops it so that it is
+// not also reported as unknown.
+func (m *mapping) renamed(key, hint string) {
+	e, ok := m.entries[key]
+	if !ok {
+		return
+	}
+	m.p.addf(e.key, m.join(key), "%s", hint)
+	delete(m.entries, key)
+	m.keys = slices.DeleteFunc(m.keys, func(k string) bool { return k == key })
+}
+
 // has reports whether key is set (to something other than null).
 func (m *mapping) has(key string) bool {
 	_, ok := m.get(key)

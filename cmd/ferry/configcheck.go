@@ -60,8 +60,12 @@ func printSummary(c *cli, cfg *config.Config) {
 	}
 	fmt.Fprintf(tw, "  routes: %d\n", len(cfg.Routes))
 	for _, r := range cfg.Routes {
-		d, _ := cfg.Destination(r.To)
-		fmt.Fprintf(tw, "    %s\t-> %s (%s)\n", r.Topic, r.To, d.Type)
+		t, _ := cfg.Transport(r.To)
+		dest := ""
+		if !t.Sink() {
+			dest = " " + string(r.Destination)
+		}
+		fmt.Fprintf(tw, "    %s\t-> %s (%s)%s\n", r.Topic, r.To, t.Type, dest)
 	}
 	tw.Flush()
 }

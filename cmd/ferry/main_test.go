@@ -189,7 +189,7 @@ func TestMigrate(t *testing.T) {
 	ferryRun(t, "migrate").want(t, 0, "out:env.db (table ferry_outbox)")
 	t.Setenv("FERRY_DATABASE_URL", "")
 	cfg := writeFile(t, "relay.yaml", "database: {url: \"sqlite:"+filepath.Join(dir, "cfg.db")+"\", table: outbox}\n"+
-		"lanes: {default: {}}\ndestinations: {out: {type: stdout}}\nroutes: [{topic: \"*\", to: out}]\n")
+		"lanes: {default: {}}\ntransports: {out: {type: stdout}}\nroutes: [{topic: \"*\", to: out}]\n")
 	ferryRun(t, "migrate", "--config", cfg).want(t, 0, "out:cfg.db (table outbox)")
 	// --db wins over the config.
 	ferryRun(t, "migrate", "--config", cfg, "--db", url).want(t, 0, "out:a.db (table outbox)")
@@ -239,7 +239,7 @@ func TestInspect(t *testing.T) {
 
 	// With a config: its empty lanes show, and lanes it lacks are flagged.
 	cfg := writeFile(t, "relay.yaml", "database: {url: \""+url+"\"}\nlanes: {online: {}, reports: {}}\n"+
-		"destinations: {out: {type: stdout}}\nroutes: [{topic: \"*\", to: out}]\n")
+		"transports: {out: {type: stdout}}\nroutes: [{topic: \"*\", to: out}]\n")
 	ferryRun(t, "inspect", "--config", cfg).want(t, 0,
 		"batch (not in config)", "reports ",
 		`warning: lane "batch" has 2 WAITING and 2 FAILED messages but is not in `+cfg+", so a relay with that config does not serve it: add it under lanes, or exclude them with 'ferry exclude --config "+cfg+" --lane batch --waiting'")
@@ -360,7 +360,7 @@ func TestConfigCheck(t *testing.T) {
 lanes:
   online: {weight: 4, concurrency: 32}
   batch: {rate: 100, backoff: {initial: 2s, max: 1h}}
-destinations: {console: {type: stdout}, sink: {type: discard}}
+transports: {console: {type: stdout}, sink: {type: discard}}
 routes:
   - {topic: "orders.*", to: console}
   - {topic: "*", to: sink}
@@ -378,7 +378,7 @@ routes:
 	bad := writeFile(t, "bad.yaml", `database: {url: "postgres://app:s3cret@db/app"}
 lanes:
   batch: {concurrency: lots, rat: 5}
-destinations: {console: {type: stdot}}
+transports: {console: {type: stdot}}
 routes:
   - {topic: "*", to: consle}
 `)
@@ -386,8 +386,8 @@ routes:
 	r.want(t, 2,
 		"err:"+bad+`:3:24: lanes.batch.concurrency: must be a positive integer, got "lots"`+"\n",
 		"err:"+bad+`:3:30: lanes.batch.rat: unknown key "rat"; did you mean "rate"?`+"\n",
-		"err:"+bad+`:4:32: destinations.console.type: unknown destination type "stdot"; did you mean "stdout"?`,
-		"err:"+bad+`:6:22: routes[0].to: destination "consle" is not defined; did you mean "console"?`+"\n",
+		"err:"+bad+`:4:30: transports.console.type: unknown transport type "stdot"; did you mean "stdout"?`,
+		"err:"+bad+`:6:22: routes[0].to: transport "consle" is not defined; did you mean "console"?`+"\n",
 		"err:"+bad+": 4 problems\n")
 	if r.stdout != "" || strings.Contains(r.stderr, "s3cret") {
 		t.Errorf("stdout %q; stderr:\n%s", r.stdout, r.stderr)

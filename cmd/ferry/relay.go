@@ -75,10 +75,25 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 		return fmt.Errorf("%w\nor start the relay with --migrate", err)
 	}
 
-	opts, err := cfg.RelayOptions(st, c.stdout)
+	built, err := cfg.Build(st, c.stdout)
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err := built.Close(); err != nil {
+			log.Warn("closing transports", "err", err)
+		}
+	}()
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	refused, unchecked := built.Check(checkCtx)
+	cancel()
+	if refused != nil {
+		return refused
+	}
+	for _, err := range unchecked {
+		log.Warn("the relay starts anyway and retries while the broker cannot be reached", "err", err)
+	}
+	opts := built.Options
 	opts.Logger = log
 	r, err := relay.New(opts)
 	if err != nil {

@@ -37,7 +37,7 @@ relay: {poll_interval: 20ms, rescan_interval: 100ms, shutdown_timeout: 2s}
 lanes:
   online: {concurrency: 4}
   batch: {max_attempts: 1}
-destinations:
+transports:
   console: {type: stdout}
 routes:
   - {topic: "orders.*", to: console}
