@@ -55,6 +55,14 @@ type RelayConfig struct {
 	// StoreTimings, if set, prints to Progress how many store calls of each
 	// kind the relay made in each phase and how long they took.
 	StoreTimings bool
+	// To names a broker the relay publishes to (see Brokers); empty means
+	// a destination that only counts. With a broker, the drain is measured
+	// a second time as system raw: the same messages published by a plain
+	// client of the broker, so the relay's overhead shows.
+	To string
+	// Broker is the broker's URL; empty means the broker's default (a
+	// local server, or for Kafka an in-process kfake cluster).
+	Broker string
 }
 
 // relayLane is the lane of the relay benchmark's messages (with several
@@ -93,10 +101,19 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 	return c, errors.Join(errs...)
 }
 
-// counter is a destination that accepts everything and counts.
-type counter struct{ n atomic.Int64 }
+// counter is a destination that counts deliveries: to next if set, else
+// it accepts everything.
+type counter struct {
+	n    atomic.Int64
+	next ferry.Destination
+}
 
-func (c *counter) Deliver(context.Context, *ferry.Record) error {
+func (c *counter) Deliver(ctx context.Context, r *ferry.Record) error {
+	if c.next != nil {
+		if err := c.next.Deliver(ctx, r); err != nil {
+			return err
+		}
+	}
 	c.n.Add(1)
 	return nil
 }
@@ -164,6 +181,17 @@ func Relay(ctx context.Context, cfg RelayConfig) (_ []Result, err error) {
 		relayLanes = append(relayLanes, l)
 	}
 	dest := &counter{}
+	var broker *benchBroker
+	if cfg.To != "" {
+		broker, err = openBroker(ctx, cfg.To, cfg.Broker)
+		if err != nil {
+			return results, err
+		}
+		defer broker.close()
+		progress(cfg.Progress, "relay: publishing to %s at %s, destination %s", cfg.To, broker.url, broker.dest)
+		dest.next = broker.destination
+		params = append(params, Param{"to", cfg.To})
+	}
 	st, timings := tb.store, newStoreTimings()
 	if cfg.StoreTimings {
 		st = timed(st, timings)
@@ -185,6 +213,17 @@ func Relay(ctx context.Context, cfg RelayConfig) (_ []Result, err error) {
 	if cfg.StoreTimings {
 		timings.write(cfg.Progress, "the drain", drained)
 		timings.reset()
+	}
+	if broker != nil {
+		progress(cfg.Progress, "relay: publishing the same %d messages with a plain %s client", cfg.Messages, cfg.To)
+		took, err := broker.raw(ctx, gen, cfg.Messages)
+		if err != nil {
+			return results, fmt.Errorf("raw %s client: %w", cfg.To, err)
+		}
+		raw := res(MetricDrainRate, rate(cfg.Messages, took), UnitRate, Param{"seconds", round(took.Seconds())})
+		raw.System = SystemRaw
+		results = append(results, raw)
+		progress(cfg.Progress, "relay: the plain client published %d messages in %v", cfg.Messages, took.Round(time.Millisecond))
 	}
 
 	if cfg.Duration < 0 {

@@ -58,6 +58,10 @@ const (
 	// SystemFIFO is the naive baseline: one goroutine polling one FIFO
 	// over the whole outbox (see fifo.go).
 	SystemFIFO = "fifo"
+	// SystemRaw is a broker's plain client publishing the messages the
+	// relay publishes, without an outbox: the ceiling the relay is
+	// measured against.
+	SystemRaw = "raw"
 )
 
 // Result is one measurement. Encoded as JSON it is one flat object:
@@ -68,7 +72,7 @@ const (
 // with the parameters of the run after the fixed fields.
 type Result struct {
 	Bench    string // "relay" or "flood"
-	System   string // SystemFerry or SystemFIFO
+	System   string // SystemFerry, SystemFIFO or SystemRaw
 	Metric   string // one of the Metric constants
 	Value    float64
 	Unit     string // UnitRate, UnitMillis or UnitMessages

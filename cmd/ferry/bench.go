@@ -87,7 +87,16 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 relay with one lane to a no-op destination until none is WAITING
 (drain_rate), then runs --writers writers inserting --writer-batch messages
 per transaction at full speed for --duration while the relay delivers
-(sustained_rate, sustained_write_rate, sustained_backlog).`
+(sustained_rate, sustained_write_rate, sustained_backlog).
+
+With --to BROKER the relay publishes to that broker instead of a no-op
+destination, and after the drain a plain client of the broker publishes the
+same messages (system raw, metric drain_rate), so the relay's overhead over
+the broker itself shows in the same run. Brokers: ` + strings.Join(bench.Brokers(), ", ") + `.
+--broker URL says where the broker is (default: the usual local address;
+Kafka runs in process on franz-go's kfake).`
+		fs.StringVar(&cfg.To, "to", "", "publish to this `broker` ("+strings.Join(bench.Brokers(), ", ")+") instead of a no-op destination")
+		fs.StringVar(&cfg.Broker, "broker", "", "the broker's `URL` (default: its local address; kfake for Kafka)")
 		fs.IntVar(&cfg.Messages, "messages", 1_000_000, "messages to preload and drain")
 		fs.IntVar(&cfg.Chunk, "chunk", 10_000, "messages per transaction of the preload")
 		fs.IntVar(&keys, "keys", 10_000, "distinct message keys; 0 for unkeyed messages")
