@@ -47,6 +47,7 @@ func Brokers() []string {
 // brokerTargets returns the brokers the relay benchmark can publish to.
 func brokerTargets() map[string]brokerTarget {
 	return map[string]brokerTarget{
+		"amqp":  amqpTarget(),
 		"redis": redisTarget(),
 	}
 }

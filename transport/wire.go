@@ -137,62 +137,73 @@ func (e Encoding) reserved(name string) bool {
 	return e.Format == FormatCloudEvents && e.CEPrefix != "" && strings.HasPrefix(lower, strings.ToLower(e.CEPrefix))
 }
 
-// ceAttributes are the CloudEvents attributes that map to message fields
-// or are fixed; other ce- headers are extensions kept as headers.
-var ceAttributes = map[string]bool{
-	"specversion": true, "id": true, "source": true, "type": true,
-	"time": true, "subject": true, "partitionkey": true,
-}
-
 // Decode builds a message from headers as Headers wrote them, in either
 // format: every header whose name is not a field's becomes one of the
 // message's headers. cePrefix is the broker binding's CloudEvents prefix
 // (see Encoding.CEPrefix); names compare without regard to case, since
-// HTTP and some clients change it. The payload is left to the caller.
+// HTTP and some clients change it. A message with a ferry-id header is in
+// ferry's format, and its CloudEvents-looking headers are its own. The
+// payload is left to the caller.
 func Decode(cePrefix string, headers func(yield func(name, value string) bool)) Message {
-	var m Message
-	ceLower := strings.ToLower(cePrefix)
+	type header struct{ name, lower, value string }
+	var all []header
+	ferryFormat := false
 	for name, value := range headers {
 		lower := strings.ToLower(name)
-		switch lower {
-		case HeaderID:
-			m.ID = value
+		all = append(all, header{name, lower, value})
+		ferryFormat = ferryFormat || lower == HeaderID
+	}
+	ceLower := strings.ToLower(cePrefix)
+	if ferryFormat {
+		ceLower = ""
+	}
+	var m Message
+	for _, h := range all {
+		if m.decodeField(h.lower, h.value, ceLower) {
 			continue
-		case HeaderTopic:
-			m.Topic = value
-			continue
-		case HeaderKey:
-			m.Key = value
-			continue
-		case HeaderType:
-			m.Type = value
-			continue
-		case HeaderOccurredAt:
-			m.OccurredAt, _ = time.Parse(time.RFC3339Nano, value)
-			continue
-		}
-		if ceLower != "" && strings.HasPrefix(lower, ceLower) {
-			attr := lower[len(ceLower):]
-			if ceAttributes[attr] {
-				switch attr {
-				case "id":
-					m.ID = value
-				case "type":
-					m.Type = value
-				case "time":
-					m.OccurredAt, _ = time.Parse(time.RFC3339Nano, value)
-				case "subject":
-					m.Topic = value
-				case "partitionkey":
-					m.Key = value
-				}
-				continue
-			}
 		}
 		if m.Headers == nil {
-			m.Headers = make(map[string]string)
+			m.Headers = make(map[string]string, len(all))
 		}
-		m.Headers[name] = value
+		m.Headers[h.name] = h.value
 	}
 	return m
+}
+
+// decodeField sets the field of m that the header named lower (in lower
+// case) carries, and reports whether it was one. ceLower is the
+// CloudEvents prefix, empty when the message is in ferry's format.
+func (m *Message) decodeField(lower, value, ceLower string) bool {
+	switch lower {
+	case HeaderID:
+		m.ID = value
+	case HeaderTopic:
+		m.Topic = value
+	case HeaderKey:
+		m.Key = value
+	case HeaderType:
+		m.Type = value
+	case HeaderOccurredAt:
+		m.OccurredAt, _ = time.Parse(time.RFC3339Nano, value)
+	default:
+		if ceLower == "" || !strings.HasPrefix(lower, ceLower) {
+			return false
+		}
+		switch attr := lower[len(ceLower):]; attr {
+		case "id":
+			m.ID = value
+		case "subject":
+			m.Topic = value
+		case "partitionkey":
+			m.Key = value
+		case "type":
+			m.Type = value
+		case "time":
+			m.OccurredAt, _ = time.Parse(time.RFC3339Nano, value)
+		case "specversion", "source":
+		default:
+			return false // an extension attribute: kept as a header
+		}
+	}
+	return true
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp091 "github.com/rabbitmq/amqp091-go"
@@ -51,20 +52,27 @@ type connector struct {
 	tried   bool                // one attempt has finished
 	changed chan struct{}       // closed and replaced when the fields above change
 
-	ctx    context.Context // ends at close, cancelling a dial under way
-	cancel context.CancelFunc
-	done   chan struct{} // closed when run returns
+	ctx      context.Context // ends at close, cancelling a dial under way
+	cancel   context.CancelFunc
+	done     chan struct{} // closed when run returns
+	stopping chan struct{} // closed by shutdown
+	stopOnce sync.Once
+
+	// blocked is the reason the broker gave for blocking publishers
+	// (connection.blocked: a memory or disk alarm), nil while it does not.
+	blocked atomic.Pointer[string]
 }
 
 func newConnector(opts dialOptions) *connector {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &connector{
-		opts:    opts,
-		display: redact(opts.url),
-		changed: make(chan struct{}),
-		ctx:     ctx,
-		cancel:  cancel,
-		done:    make(chan struct{}),
+		opts:     opts,
+		display:  redact(opts.url),
+		changed:  make(chan struct{}),
+		ctx:      ctx,
+		cancel:   cancel,
+		done:     make(chan struct{}),
+		stopping: make(chan struct{}),
 	}
 	go c.run()
 	return c
@@ -110,15 +118,54 @@ func (c *connector) run() {
 		if failures > 0 {
 			c.opts.log.Info("amqp: connected", "url", c.display, "after_attempts", failures+1)
 		}
-		failures, delay = 0, c.opts.minDelay
+		failures = 0
+		connected := time.Now()
 		closed := conn.NotifyClose(make(chan *amqp091.Error, 1))
+		blocks := conn.NotifyBlocked(make(chan amqp091.Blocking, 4))
 		if c.opts.setup != nil {
 			if err := c.opts.setup(conn); err != nil {
 				c.opts.log.Error("amqp: setting up the connection", "url", c.display, "err", err)
 			}
 		}
 		c.set(conn, nil)
+		if !c.watch(conn, closed, blocks) {
+			return
+		}
+		// A connection that the broker closes as soon as it opens (a
+		// declaration it takes as a connection error, a broker shutting
+		// down) is redialled with backoff too, not in a tight loop.
+		if time.Since(connected) > c.opts.maxDelay {
+			delay = c.opts.minDelay
+			continue
+		}
 		select {
+		case <-time.After(delay):
+		case <-c.ctx.Done():
+			return
+		}
+		delay = min(2*delay, c.opts.maxDelay)
+	}
+}
+
+// watch follows conn until it closes (true) or the connector does
+// (false), keeping note of the broker blocking publishers.
+func (c *connector) watch(conn *amqp091.Connection, closed <-chan *amqp091.Error, blocks <-chan amqp091.Blocking) bool {
+	defer c.blocked.Store(nil)
+	for {
+		select {
+		case b, ok := <-blocks:
+			if !ok {
+				blocks = nil
+				continue
+			}
+			if b.Active {
+				c.opts.log.Warn("amqp: the broker blocks publishing", "url", c.display, "reason", b.Reason)
+				reason := b.Reason
+				c.blocked.Store(&reason)
+			} else {
+				c.opts.log.Info("amqp: the broker accepts publishing again", "url", c.display)
+				c.blocked.Store(nil)
+			}
 		case err := <-closed:
 			c.opts.log.Warn("amqp: connection lost; reconnecting", "url", c.display, "err", err)
 			lost := error(amqp091.ErrClosed)
@@ -126,12 +173,23 @@ func (c *connector) run() {
 				lost = err
 			}
 			c.set(nil, fmt.Errorf("connection to %s lost: %w", c.display, lost))
+			return true
 		case <-c.ctx.Done():
 			c.set(nil, nil)
-			conn.Close()
-			return
+			// A broker that stopped answering must not hold Close up.
+			conn.CloseDeadline(time.Now().Add(c.opts.dialTimeout))
+			return false
 		}
 	}
+}
+
+// blockedReason returns why the broker blocks publishers (a memory or
+// disk alarm), or "" if it does not.
+func (c *connector) blockedReason() string {
+	if r := c.blocked.Load(); r != nil {
+		return *r
+	}
+	return ""
 }
 
 func (c *connector) dial() (*amqp091.Connection, error) {
@@ -181,15 +239,41 @@ func (c *connector) get(ctx context.Context) (*amqp091.Connection, error) {
 		}
 		select {
 		case <-changed:
+		case <-c.stopping:
+			return nil, errClosing
 		case <-c.ctx.Done():
 			return nil, errClosing
 		case <-ctx.Done():
-			if lastErr == nil {
-				return nil, fmt.Errorf("not connected to %s yet: %w", c.display, ctx.Err())
-			}
-			return nil, fmt.Errorf("not connected (%v): %w", lastErr, ctx.Err())
+			return nil, notConnected(lastErr, c.display, ctx.Err())
 		}
 	}
+}
+
+// notConnected is the error of a wait for the connection that ctxErr cut
+// short.
+func notConnected(lastErr error, display string, ctxErr error) error {
+	if lastErr == nil {
+		return fmt.Errorf("not connected to %s yet: %w", display, ctxErr)
+	}
+	return fmt.Errorf("not connected (%v): %w", lastErr, ctxErr)
+}
+
+// waitError describes why a wait that ctx cut short did not finish: the
+// broker being away, if it is.
+func (c *connector) waitError(ctx context.Context) error {
+	c.mu.Lock()
+	conn, lastErr := c.conn, c.lastErr
+	c.mu.Unlock()
+	if conn == nil || conn.IsClosed() {
+		return notConnected(lastErr, c.display, ctx.Err())
+	}
+	return ctx.Err()
+}
+
+// shutdown makes callers waiting for a connection give up, and those to
+// come, while the connection stays open for what is under way.
+func (c *connector) shutdown() {
+	c.stopOnce.Do(func() { close(c.stopping) })
 }
 
 // current returns the connection once the first attempt to connect has
@@ -218,6 +302,7 @@ func (c *connector) current(ctx context.Context) *amqp091.Connection {
 
 // close closes the connection and stops reconnecting.
 func (c *connector) close() {
+	c.shutdown()
 	c.cancel()
 	<-c.done
 }
@@ -270,4 +355,13 @@ func brokerError(err error) (*amqp091.Error, bool) {
 	var e *amqp091.Error
 	ok := errors.As(err, &e)
 	return e, ok
+}
+
+// refused reports whether err is the broker refusing a request on a
+// channel (a soft error: 403 ACCESS_REFUSED, 404 NOT_FOUND, 406
+// PRECONDITION_FAILED, ...), which asking again will not change, as
+// opposed to a connection that went away.
+func refused(err error) bool {
+	e, ok := brokerError(err)
+	return ok && e.Server && e.Recover
 }
