@@ -208,12 +208,16 @@ type openTransport struct {
 // Build returns the relay options the config describes, with the
 // transports made (without connecting: a broker that is down is retried by
 // the relay) and st as the store. stdout is where the stdout transport
-// writes. The Logger is left unset: use Logger.
-func (c *Config) Build(st ferry.Store, stdout io.Writer) (*Built, error) {
+// writes; log receives the transports' logs (nil: none). The relay's
+// Logger is left unset: use Logger.
+func (c *Config) Build(st ferry.Store, stdout io.Writer, log *slog.Logger) (*Built, error) {
 	if stdout == nil {
 		stdout = io.Discard
 	}
-	env := buildEnv{stdout: local.NewWriter(stdout)}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	env := buildEnv{stdout: local.NewWriter(stdout), logger: log}
 	b := &Built{routes: c.Routes}
 	opened := make(map[string]built, len(c.Transports))
 	var errs []error

@@ -174,13 +174,13 @@ func TestParseProblems(t *testing.T) {
 		{
 			name: "unknown transport type",
 			yaml: strings.Replace(good, "{type: stdout}", "{type: stdot, extra: 1}", 1),
-			want: []string{`relay.yaml:8:19: transports.console.type: unknown transport type "stdot"; did you mean "stdout"? (known types: discard, stdout)`},
+			want: []string{`relay.yaml:8:19: transports.console.type: unknown transport type "stdot"; did you mean "stdout"? (known types: ` + strings.Join(transportTypeNames(), ", ") + `)`},
 		},
 		{
 			name: "destination without type, and unknown option",
 			yaml: strings.Replace(good, "{type: stdout}", "{tpye: stdout}", 1),
 			want: []string{
-				`relay.yaml:8:3: transports.console.type: is required: one of discard, stdout`,
+				`relay.yaml:8:3: transports.console.type: is required: one of ` + strings.Join(transportTypeNames(), ", "),
 				`relay.yaml:8:13: transports.console.tpye: unknown key "tpye"; did you mean "type"?`,
 			},
 		},
@@ -478,7 +478,7 @@ log: {level: debug, format: json}
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	b, err := c.Build(nil, &out)
+	b, err := c.Build(nil, &out, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

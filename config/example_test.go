@@ -33,7 +33,7 @@ routes: [{topic: "*", to: console}]
 		fmt.Println(err)
 		return
 	}
-	b, err := cfg.Build(nil, nil) // a real program passes the store and os.Stdout
+	b, err := cfg.Build(nil, nil, nil) // a real program passes the store and os.Stdout
 	if err != nil {
 		fmt.Println(err)
 		return

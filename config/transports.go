@@ -1,11 +1,14 @@
 package config
 
 import (
+	"log/slog"
 	"slices"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/transport"
+	"github.com/ferry-dev/ferry/transport/amqp"
 	"github.com/ferry-dev/ferry/transport/local"
+	"github.com/ferry-dev/ferry/transport/redis"
 )
 
 // A transportType checks the options of one transport of its type and
@@ -47,6 +50,8 @@ type buildEnv struct {
 	// stdout is the one sink writing to the relay's standard output,
 	// shared so that lines never interleave.
 	stdout ferry.Destination
+	// logger receives the transports' logs.
+	logger *slog.Logger
 }
 
 // transportTypes returns the transport types a config may name.
@@ -54,6 +59,8 @@ func transportTypes() map[string]transportType {
 	return map[string]transportType{
 		"stdout":  {check: stdoutType, sink: true},
 		"discard": {check: discardType, sink: true},
+		"amqp":    {check: amqpType},
+		"redis":   {check: redisType},
 	}
 }
 
@@ -76,4 +83,74 @@ func stdoutType(*mapping) builder {
 // discardType accepts and drops every message. It has no options.
 func discardType(*mapping) builder {
 	return func(buildEnv) (built, error) { return built{sink: local.Discard}, nil }
+}
+
+// published wraps a publisher and its error as a built transport.
+func published(p transport.Publisher, err error) (built, error) {
+	if err != nil {
+		return built{}, err
+	}
+	return built{publisher: p}, nil
+}
+
+// amqpType publishes to RabbitMQ (see transport/amqp):
+//
+//	bus:
+//	  type: amqp
+//	  url: amqp://guest:${RABBIT_PASSWORD}@localhost:5672/
+//	  routing_key: "{topic}"            # or "{key}", "{type}", "orders.{type}"
+//	  exchanges:                        # declared at connect; optional
+//	    - {name: orders, kind: topic}   # direct | topic | fanout | headers; transient, auto_delete
+//	  format: ferry                     # or cloudevents
+//	  source: ferry                     # the CloudEvents source
+//	  channels: 2
+func amqpType(m *mapping) builder {
+	url := m.text("url")
+	if !m.has("url") {
+		m.missing("url", "the RabbitMQ server, such as amqp://guest:guest@localhost:5672/")
+	}
+	o := amqp.PublisherOptions{
+		RoutingKey: m.text("routing_key"),
+		Format:     m.format(),
+		Source:     m.text("source"),
+		Channels:   m.positiveInt("channels"),
+	}
+	for _, x := range m.items("exchanges") {
+		e := amqp.Exchange{Name: x.text("name"), Kind: x.oneOf("kind", "topic", "direct", "topic", "fanout", "headers"),
+			Transient: x.boolean("transient"), AutoDelete: x.boolean("auto_delete")}
+		if e.Name == "" {
+			x.missing("name", "the exchange's name")
+		}
+		x.done()
+		o.Exchanges = append(o.Exchanges, e)
+	}
+	return func(env buildEnv) (built, error) {
+		o.Logger = env.logger
+		return published(amqp.NewPublisher(url, o))
+	}
+}
+
+// redisType publishes to Redis (see transport/redis):
+//
+//	cache:
+//	  type: redis
+//	  url: redis://localhost:6379/0
+//	  mode: streams          # durable; pubsub is lossy: a subscriber that is away misses messages
+//	  max_len: 1000000       # trim streams to about this many entries (streams only)
+//	  require_receivers: false   # pubsub: retry a message no subscriber received
+//	  format: ferry          # or cloudevents
+func redisType(m *mapping) builder {
+	mode, _ := redis.ParseMode(m.oneOf("mode", "streams", "streams", "pubsub"))
+	o := redis.PublisherOptions{
+		Addr:             m.text("url"),
+		Mode:             mode,
+		MaxLen:           int64(m.positiveInt("max_len")),
+		RequireReceivers: m.boolean("require_receivers"),
+		Format:           m.format(),
+		Source:           m.text("source"),
+	}
+	return func(env buildEnv) (built, error) {
+		o.Logger = env.logger
+		return published(redis.NewPublisher(o))
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/ferry-dev/ferry/transport"
 	"gopkg.in/yaml.v3"
 )
 
@@ -445,4 +446,82 @@ func distance(a, b string) int {
 		}
 	}
 	return d[len(ra)][len(rb)]
+}
+
+// boolean returns key's value, true or false (false if absent or wrong).
+func (m *mapping) boolean(key string) bool {
+	s, e, ok := m.scalar(key)
+	if !ok {
+		return false
+	}
+	b, err := strconv.ParseBool(strings.TrimSpace(s))
+	if err != nil {
+		m.p.addf(e.value, m.join(key), "must be true or false, got %s", shown(e.value, s))
+	}
+	return b
+}
+
+// list returns key's value: a list of single values, or one value with
+// commas between items (so that a list can come from one environment
+// variable: brokers: ${KAFKA_BROKERS}).
+func (m *mapping) list(key string) []string {
+	e, ok := m.get(key)
+	if !ok {
+		return nil
+	}
+	path := m.join(key)
+	n := resolve(e.value)
+	var items []string
+	switch n.Kind {
+	case yaml.ScalarNode:
+		s, ok := m.p.expand(e.value, path, n.Value)
+		if !ok {
+			return nil
+		}
+		for item := range strings.SplitSeq(s, ",") {
+			if item = strings.TrimSpace(item); item != "" {
+				items = append(items, item)
+			}
+		}
+	case yaml.SequenceNode:
+		for i, c := range n.Content {
+			if s, ok := m.p.scalar(c, fmt.Sprintf("%s[%d]", path, i)); ok {
+				items = append(items, strings.TrimSpace(s))
+			}
+		}
+	default:
+		m.p.addf(e.value, path, "must be a list such as [a, b], got %s", describe(n))
+	}
+	return items
+}
+
+// sub returns the mapping under key (empty if absent). Call done on it.
+func (m *mapping) sub(key string) *mapping {
+	e, _ := m.get(key)
+	return m.p.mapping(e.key, e.value, m.join(key))
+}
+
+// items returns the mappings listed under key, each to be read and done.
+func (m *mapping) items(key string) []*mapping {
+	e, ok := m.get(key)
+	if !ok {
+		return nil
+	}
+	path := m.join(key)
+	n := resolve(e.value)
+	if n.Kind != yaml.SequenceNode {
+		m.p.addf(e.value, path, "must be a list of mappings, got %s", describe(n))
+		return nil
+	}
+	var ms []*mapping
+	for i, c := range n.Content {
+		ms = append(ms, m.p.mapping(c, c, fmt.Sprintf("%s[%d]", path, i)))
+	}
+	return ms
+}
+
+// format reads the header format of a broker transport.
+func (m *mapping) format() transport.Format {
+	f, _ := transport.ParseFormat(m.oneOf("format", "ferry", "ferry", "cloudevents"))
+	return f
 }

@@ -75,7 +75,7 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 		return fmt.Errorf("%w\nor start the relay with --migrate", err)
 	}
 
-	built, err := cfg.Build(st, c.stdout)
+	built, err := cfg.Build(st, c.stdout, log)
 	if err != nil {
 		return err
 	}
