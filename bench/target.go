@@ -48,6 +48,7 @@ func Brokers() []string {
 func brokerTargets() map[string]brokerTarget {
 	return map[string]brokerTarget{
 		"amqp":  amqpTarget(),
+		"kafka": kafkaTarget(),
 		"redis": redisTarget(),
 	}
 }

@@ -1,12 +1,17 @@
 package config
 
 import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
 	"log/slog"
+	"os"
 	"slices"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/transport"
 	"github.com/ferry-dev/ferry/transport/amqp"
+	"github.com/ferry-dev/ferry/transport/kafka"
 	"github.com/ferry-dev/ferry/transport/local"
 	"github.com/ferry-dev/ferry/transport/redis"
 )
@@ -61,6 +66,7 @@ func transportTypes() map[string]transportType {
 		"discard": {check: discardType, sink: true},
 		"amqp":    {check: amqpType},
 		"redis":   {check: redisType},
+		"kafka":   {check: kafkaType},
 	}
 }
 
@@ -152,5 +158,103 @@ func redisType(m *mapping) builder {
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
 		return published(redis.NewPublisher(o))
+	}
+}
+
+// kafkaType publishes to Kafka (see transport/kafka):
+//
+//	events:
+//	  type: kafka
+//	  brokers: [kafka-1:9092, kafka-2:9092]   # or one string with commas: ${KAFKA_BROKERS}
+//	  acks: all              # all (idempotent, the default) | leader
+//	  compression: none      # none | gzip | snappy | lz4 | zstd
+//	  linger: 0s             # wait this long to fill batches
+//	  max_batch_bytes: 1000012
+//	  client_id: ferry
+//	  sasl: {mechanism: SCRAM-SHA-512, user: ferry, password: ${KAFKA_PASSWORD}}
+//	  tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}
+//	  format: ferry          # or cloudevents
+func kafkaType(m *mapping) builder {
+	o := kafka.PublisherOptions{
+		Brokers:       m.list("brokers"),
+		Linger:        m.duration("linger", 0),
+		MaxBatchBytes: m.positiveInt("max_batch_bytes"),
+		Compression:   kafka.Compression(m.oneOf("compression", "none", "none", "gzip", "snappy", "lz4", "zstd")),
+		ClientID:      m.text("client_id"),
+		Format:        m.format(),
+		Source:        m.text("source"),
+	}
+	if !m.has("brokers") {
+		m.missing("brokers", "the Kafka bootstrap servers, such as [localhost:9092]")
+	}
+	if m.oneOf("acks", "all", "all", "leader") == "leader" {
+		o.Acks = kafka.AcksLeader
+	}
+	if m.has("sasl") {
+		sm := m.sub("sasl")
+		o.SASL = &kafka.SASL{Mechanism: sm.oneOf("mechanism", "PLAIN", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+			User: sm.text("user"), Password: sm.text("password")}
+		if o.SASL.User == "" {
+			sm.missing("user", "the SASL user name")
+		}
+		sm.done()
+	}
+	tlsConfig := m.tls()
+	return func(env buildEnv) (built, error) {
+		var err error
+		if o.TLS, err = tlsConfig(); err != nil {
+			return built{}, err
+		}
+		o.Logger = env.logger
+		return published(kafka.NewPublisher(o))
+	}
+}
+
+// tls reads a transport's tls section, {ca_file, cert_file, key_file,
+// server_name, insecure_skip_verify}, and returns how to make its
+// tls.Config: nil when the section is absent. The files must exist when
+// the config is checked, and are read when the transport is built.
+func (m *mapping) tls() func() (*tls.Config, error) {
+	if !m.has("tls") {
+		return func() (*tls.Config, error) { return nil, nil }
+	}
+	t := m.sub("tls")
+	file := func(key string) string {
+		name, e, ok := t.scalar(key)
+		if !ok {
+			return ""
+		}
+		if _, err := os.Stat(name); err != nil {
+			t.p.addf(e.value, t.join(key), "cannot read %s: %v", name, err)
+		}
+		return name
+	}
+	ca, cert, key := file("ca_file"), file("cert_file"), file("key_file")
+	if (cert == "") != (key == "") {
+		t.p.addf(t.at, t.path, "cert_file and key_file go together: give both for a client certificate, or neither")
+	}
+	serverName := t.text("server_name")
+	insecure := t.boolean("insecure_skip_verify")
+	t.done()
+	return func() (*tls.Config, error) {
+		c := &tls.Config{ServerName: serverName, InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
+		if ca != "" {
+			pem, err := os.ReadFile(ca)
+			if err != nil {
+				return nil, fmt.Errorf("tls.ca_file: %w", err)
+			}
+			c.RootCAs = x509.NewCertPool()
+			if !c.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", ca)
+			}
+		}
+		if cert != "" {
+			pair, err := tls.LoadX509KeyPair(cert, key)
+			if err != nil {
+				return nil, fmt.Errorf("tls: client certificate: %w", err)
+			}
+			c.Certificates = []tls.Certificate{pair}
+		}
+		return c, nil
 	}
 }

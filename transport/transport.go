@@ -158,7 +158,11 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	msg := fmt.Sprintf("%s: %s refused message %s: %s", e.Transport, describeDest(e.Dest), e.MessageID, e.Reason)
+	what := "the message"
+	if e.MessageID != "" {
+		what = "message " + e.MessageID
+	}
+	msg := fmt.Sprintf("%s: %s refused %s: %s", e.Transport, describeDest(e.Dest), what, e.Reason)
 	if e.Hint != "" {
 		msg += "; " + e.Hint
 	}

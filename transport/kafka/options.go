@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -134,8 +135,10 @@ func (c connOptions) validate(side string) error {
 	return nil
 }
 
-// kgoOpts returns the client options for c, already validated.
-func (c connOptions) kgoOpts() []kgo.Opt {
+// kgoOpts returns the client options for c, already validated, and a
+// hook that tells how connecting goes.
+func (c connOptions) kgoOpts() ([]kgo.Opt, *connHook) {
+	hook := new(connHook)
 	clientID := c.clientID
 	if clientID == "" {
 		clientID = "ferry"
@@ -147,6 +150,11 @@ func (c connOptions) kgoOpts() []kgo.Opt {
 		// A broker that is down is retried behind the caller's context;
 		// the relay and the consumer decide how long to wait.
 		kgo.RetryBackoffFn(backoff),
+		// After a failure the client looks the cluster up again no sooner
+		// than this; kgo's 5s would hold a relay that long after a broker
+		// came back.
+		kgo.MetadataMinAge(time.Second),
+		kgo.WithHooks(hook),
 	}
 	if c.sasl != nil {
 		m, _ := c.sasl.mechanism()
@@ -160,7 +168,32 @@ func (c connOptions) kgoOpts() []kgo.Opt {
 	case c.tls != nil:
 		opts = append(opts, kgo.DialTLSConfig(c.tls))
 	}
-	return opts
+	return opts, hook
+}
+
+// connHook remembers why the last connection to a broker failed (refused,
+// TLS, SASL), until one succeeds: the client retries such failures
+// quietly, and a caller whose context ended waiting deserves the reason.
+type connHook struct {
+	last atomic.Pointer[error]
+}
+
+// OnBrokerConnect implements kgo.HookBrokerConnect.
+func (h *connHook) OnBrokerConnect(_ kgo.BrokerMetadata, _ time.Duration, _ net.Conn, err error) {
+	if err == nil {
+		h.last.Store(nil)
+		return
+	}
+	h.last.Store(&err)
+}
+
+// err returns the last connection error, or nil if the last attempt
+// succeeded.
+func (h *connHook) err() error {
+	if p := h.last.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // backoff is the wait before the tries-th retry of a request or dial:
@@ -212,11 +245,15 @@ func ParseBrokers(s string) []string {
 
 // kgoLogger sends the client's logs to slog. The client's info messages
 // (connections, group joins) go out at debug level: they are routine for
-// ferry's users; warnings and errors keep their level.
+// ferry's users; warnings and errors keep their level. The client's own
+// debug messages (every request) are logged only by a handler enabled
+// for slog.LevelDebug-4.
 type kgoLogger struct{ l *slog.Logger }
 
 func (k kgoLogger) Level() kgo.LogLevel {
 	switch {
+	case k.l.Enabled(context.Background(), slog.LevelDebug-4):
+		return kgo.LogLevelDebug
 	case k.l.Enabled(context.Background(), slog.LevelDebug):
 		return kgo.LogLevelInfo
 	case k.l.Enabled(context.Background(), slog.LevelWarn):
