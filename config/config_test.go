@@ -345,7 +345,7 @@ lanes:
     weight: heavy
     concurency: 4
 transports:
-  out: {type: kafka}
+  out: {type: kafkaa}
 routes:
   - {topic: "*", to: nowhere}
 `
