@@ -47,6 +47,9 @@ type Store struct {
 	// insert is the bulk INSERT of Write and WritePgx for the table;
 	// insertFast is the same without ON CONFLICT, for use in a savepoint.
 	insert, insertFast string
+	// completeDone and completeDeleted record a batch of deliveries in one
+	// statement (see Complete).
+	completeDone, completeDeleted string
 }
 
 var (
@@ -99,12 +102,15 @@ func Open(ctx context.Context, dsn string, opts sqlstore.Options) (*Store, error
 		db.Close()
 		return nil, err
 	}
+	done, deleted := completeQueries(table)
 	return &Store{
-		Store:      s,
-		cfg:        cfg,
-		channel:    lower,
-		insert:     s.Q(insertSQL + onConflict),
-		insertFast: s.Q(insertSQL),
+		Store:           s,
+		cfg:             cfg,
+		channel:         lower,
+		insert:          s.Q(insertSQL + onConflict),
+		insertFast:      s.Q(insertSQL),
+		completeDone:    done,
+		completeDeleted: deleted,
 	}, nil
 }
 
