@@ -49,6 +49,7 @@ func brokerTargets() map[string]brokerTarget {
 	return map[string]brokerTarget{
 		"amqp":  amqpTarget(),
 		"kafka": kafkaTarget(),
+		"nats":  natsTarget(),
 		"redis": redisTarget(),
 	}
 }

@@ -5,15 +5,20 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/transport"
 	"github.com/ferry-dev/ferry/transport/amqp"
 	"github.com/ferry-dev/ferry/transport/kafka"
 	"github.com/ferry-dev/ferry/transport/local"
+	natstransport "github.com/ferry-dev/ferry/transport/nats"
 	"github.com/ferry-dev/ferry/transport/redis"
+	"github.com/ferry-dev/ferry/transport/webhook"
+	"github.com/nats-io/nats.go"
 )
 
 // A transportType checks the options of one transport of its type and
@@ -67,6 +72,8 @@ func transportTypes() map[string]transportType {
 		"amqp":    {check: amqpType},
 		"redis":   {check: redisType},
 		"kafka":   {check: kafkaType},
+		"nats":    {check: natsType},
+		"webhook": {check: webhookType},
 	}
 }
 
@@ -256,5 +263,120 @@ func (m *mapping) tls() func() (*tls.Config, error) {
 			c.Certificates = []tls.Certificate{pair}
 		}
 		return c, nil
+	}
+}
+
+// natsType publishes to NATS JetStream (see transport/nats):
+//
+//	bus:
+//	  type: nats
+//	  url: nats://localhost:4222      # several servers: comma-separated
+//	  creds_file: ferry.creds         # or user/password, or token
+//	  streams:                        # created or updated at start; optional
+//	    - name: ORDERS
+//	      subjects: ["orders.>"]
+//	      storage: file               # file | memory
+//	      retention: limits           # limits | workqueue | interest
+//	      max_age: 7d
+//	      duplicates: 2m              # the window in which retries are dropped by message id
+//	  max_pending: 4096               # messages awaiting their acks
+//	  format: ferry                   # or cloudevents
+func natsType(m *mapping) builder {
+	url := m.text("url")
+	if !m.has("url") {
+		m.missing("url", "the NATS server, such as nats://localhost:4222")
+	}
+	o := natstransport.PublisherOptions{
+		Format:     m.format(),
+		Source:     m.text("source"),
+		MaxPending: m.positiveInt("max_pending"),
+	}
+	for _, x := range m.items("streams") {
+		st := natstransport.Stream{
+			Name:       x.text("name"),
+			Subjects:   x.list("subjects"),
+			Storage:    natstransport.Storage(x.oneOf("storage", "file", "file", "memory")),
+			Retention:  natstransport.Retention(x.oneOf("retention", "limits", "limits", "workqueue", "interest")),
+			MaxAge:     x.duration("max_age", 0),
+			MaxMsgs:    int64(x.positiveInt("max_msgs")),
+			MaxBytes:   int64(x.positiveInt("max_bytes")),
+			MaxMsgSize: int32(x.positiveInt("max_msg_size")),
+			Duplicates: x.duration("duplicates", 0),
+			Replicas:   x.positiveInt("replicas"),
+		}
+		if st.Name == "" {
+			x.missing("name", "the stream's name, such as ORDERS")
+		}
+		if len(st.Subjects) == 0 {
+			x.missing("subjects", `the subjects the stream stores, such as ["orders.>"]`)
+		}
+		x.done()
+		o.Streams = append(o.Streams, st)
+	}
+	if f := m.text("creds_file"); f != "" {
+		o.Client = append(o.Client, nats.UserCredentials(f))
+	}
+	if user := m.text("user"); user != "" {
+		o.Client = append(o.Client, nats.UserInfo(user, m.text("password")))
+	}
+	if token := m.text("token"); token != "" {
+		o.Client = append(o.Client, nats.Token(token))
+	}
+	return func(env buildEnv) (built, error) {
+		o.Logger = env.logger
+		return published(natstransport.NewPublisher(url, o))
+	}
+}
+
+// webhookType pushes messages to HTTP endpoints (see transport/webhook):
+//
+//	hooks:
+//	  type: webhook
+//	  base_url: https://partner.example/hooks/   # a route's destination is a path under it, or a full URL
+//	  secret: ${WEBHOOK_SECRET}                  # signs each push (Ferry-Signature); or secrets: [new, old]
+//	  timeout: 10s
+//	  retry_status: [409]                        # besides 5xx, 408 and 429, which are always retried
+//	  follow_redirects: false
+//	  headers: {Authorization: "Bearer ${TOKEN}"}
+//	  format: ferry                              # or cloudevents
+func webhookType(m *mapping) builder {
+	o := webhook.Options{
+		BaseURL:         m.text("base_url"),
+		Timeout:         m.duration("timeout", 0),
+		FollowRedirects: m.boolean("follow_redirects"),
+		Format:          m.format(),
+		Source:          m.text("source"),
+	}
+	if secret := m.text("secret"); secret != "" {
+		o.Secrets = append(o.Secrets, []byte(secret))
+	}
+	for _, secret := range m.list("secrets") {
+		o.Secrets = append(o.Secrets, []byte(secret))
+	}
+	if e, ok := m.get("retry_status"); ok {
+		var extra []int
+		for _, s := range m.list("retry_status") {
+			code, err := strconv.Atoi(s)
+			if err != nil || code < 300 || code > 599 {
+				m.p.addf(e.value, m.join("retry_status"), "%q is not an HTTP status from 300 to 599", s)
+				continue
+			}
+			extra = append(extra, code)
+		}
+		o.RetryStatus = func(status int) bool {
+			return webhook.DefaultRetryStatus(status) || slices.Contains(extra, status)
+		}
+	}
+	if m.has("headers") {
+		h := m.sub("headers")
+		o.Header = http.Header{}
+		for _, name := range h.keys {
+			o.Header.Set(name, h.text(name))
+		}
+		h.done()
+	}
+	return func(env buildEnv) (built, error) {
+		o.Logger = env.logger
+		return published(webhook.NewPublisher(o))
 	}
 }

@@ -10,7 +10,7 @@ set -euo pipefail
 
 # Services the Go tests talk to. Add a name here when a suite starts to use
 # one (known: postgres mariadb redis rabbitmq nats).
-SERVICES=(postgres mariadb)
+SERVICES=(postgres mariadb redis rabbitmq nats)
 # Command-line tools the tests run as independent clients.
 TOOLS=(kcat)
 

@@ -60,7 +60,8 @@ type Publisher interface {
 // Checker is implemented by publishers that can ask the broker whether a
 // destination exists and accepts messages, so that a route to a missing
 // topic or exchange fails when the relay starts rather than message by
-// message.
+// message. Check returns a *RejectedError when the broker says no, and
+// another error when it could not ask (the broker is down).
 type Checker interface {
 	Check(ctx context.Context, dest string) error
 }
@@ -158,11 +159,12 @@ type RejectedError struct {
 }
 
 func (e *RejectedError) Error() string {
-	what := "the message"
+	var msg string
 	if e.MessageID != "" {
-		what = "message " + e.MessageID
+		msg = fmt.Sprintf("%s: %s refused message %s: %s", e.Transport, describeDest(e.Dest), e.MessageID, e.Reason)
+	} else {
+		msg = fmt.Sprintf("%s: %s refused: %s", e.Transport, describeDest(e.Dest), e.Reason)
 	}
-	msg := fmt.Sprintf("%s: %s refused %s: %s", e.Transport, describeDest(e.Dest), what, e.Reason)
 	if e.Hint != "" {
 		msg += "; " + e.Hint
 	}

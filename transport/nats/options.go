@@ -314,6 +314,12 @@ type SubscriberOptions struct {
 	// for messages batch by batch, so a small Batch spreads a trickle of
 	// messages more evenly.
 	Batch int
+	// PullExpiry is how long a pull request for more messages waits at
+	// the server; the subscription sends the next one before it expires.
+	// Messages that a closing subscription gives back are delivered again
+	// after PullExpiry, once the server has let go of its pull requests.
+	// Default 5s; at least 1s.
+	PullExpiry time.Duration
 	// DoubleAck makes Ack wait for the server to confirm the
 	// acknowledgement, so that a delivery acknowledged without error is
 	// not delivered again even if the connection drops at that moment.
@@ -331,6 +337,9 @@ func (o SubscriberOptions) withDefaults() SubscriberOptions {
 	}
 	if o.Batch == 0 {
 		o.Batch = 100
+	}
+	if o.PullExpiry == 0 {
+		o.PullExpiry = 5 * time.Second
 	}
 	return o
 }
@@ -350,6 +359,8 @@ func (o SubscriberOptions) validate() error {
 		return fmt.Errorf("MaxDeliver is %d: it cannot be negative (zero means without limit)", o.MaxDeliver)
 	case o.Batch < 0:
 		return fmt.Errorf("Batch is %d: it cannot be negative (zero means 100)", o.Batch)
+	case o.PullExpiry != 0 && o.PullExpiry < time.Second:
+		return fmt.Errorf("PullExpiry is %s: it must be at least 1s (zero means 5s)", o.PullExpiry)
 	}
 	return validateStreams(o.Streams)
 }

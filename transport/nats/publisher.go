@@ -36,6 +36,7 @@ type Publisher struct {
 	enc     transport.Encoding
 	streams *streamSetup
 	log     *slog.Logger
+	acks    *ackWaiters
 
 	life context.Context    // ends at Close
 	stop context.CancelFunc // ends life
@@ -64,9 +65,12 @@ func NewPublisher(url string, o PublisherOptions) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
+	acks := &ackWaiters{}
 	js, err := jetstream.New(nc,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
 		jetstream.WithPublishAsyncTimeout(o.AckTimeout),
+		jetstream.WithPublishAsyncAckHandler(acks.acked),
+		jetstream.WithPublishAsyncErrHandler(acks.failed),
 	)
 	if err != nil {
 		nc.Close()
@@ -80,6 +84,7 @@ func NewPublisher(url string, o PublisherOptions) (*Publisher, error) {
 		enc:     transport.Encoding{Format: o.Format, CEPrefix: cePrefix, Source: o.Source},
 		streams: newStreamSetup(js, o.Streams, log),
 		log:     log,
+		acks:    acks,
 		life:    ctx,
 		stop:    stop,
 	}
@@ -113,20 +118,78 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 	if err := p.ensureStreams(ctx); err != nil {
 		return fmt.Errorf("nats: publish message %s to %q: streams not ready: %w", m.ID, dest, err)
 	}
-	paf, err := p.send(ctx, msg)
-	if err != nil {
-		return p.publishError(dest, m, err)
+	for {
+		done, err := p.send(ctx, msg)
+		if err != nil {
+			return p.publishError(dest, m, err)
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				return nil
+			}
+			if errors.Is(err, nats.ErrDisconnected) && ctx.Err() == nil {
+				// The connection dropped before the acknowledgement came.
+				// Send again: the client holds what is published while it
+				// reconnects, and if the server stored the first copy, the
+				// stream drops this one as a duplicate. Order holds, since
+				// the caller waits for this message before its key's next.
+				sleep(ctx, 25*time.Millisecond)
+				continue
+			}
+			return p.publishError(dest, m, err)
+		case <-ctx.Done():
+			// The message may still be stored; the relay's retry will then
+			// be a duplicate the stream drops. The client forgets it at
+			// AckTimeout at the latest.
+			p.acks.forget(msg)
+			return fmt.Errorf("nats: publish message %s to %q: no acknowledgement yet: %w", m.ID, dest, ctx.Err())
+		}
 	}
-	select {
-	case <-paf.Ok():
-		return nil
-	case err := <-paf.Err():
-		return p.publishError(dest, m, err)
-	case <-ctx.Done():
-		// The message may still be stored; the relay's retry will then be
-		// a duplicate the stream drops.
-		return fmt.Errorf("nats: publish message %s to %q: no acknowledgement yet: %w", m.ID, dest, ctx.Err())
+}
+
+// ackWaiters hands the client's acknowledgements and errors to the Publish
+// calls that wait for them. It is the client's callbacks, rather than a
+// future's channels per message, because each of those takes the client's
+// lock that every publish and acknowledgement contend for.
+type ackWaiters struct {
+	mu sync.Mutex
+	m  map[*nats.Msg]chan error // each buffered, 1
+}
+
+func (w *ackWaiters) wait(msg *nats.Msg) <-chan error {
+	done := make(chan error, 1)
+	w.mu.Lock()
+	if w.m == nil {
+		w.m = make(map[*nats.Msg]chan error)
 	}
+	w.m[msg] = done
+	w.mu.Unlock()
+	return done
+}
+
+func (w *ackWaiters) forget(msg *nats.Msg) {
+	w.mu.Lock()
+	delete(w.m, msg)
+	w.mu.Unlock()
+}
+
+func (w *ackWaiters) settle(msg *nats.Msg, err error) {
+	w.mu.Lock()
+	done, ok := w.m[msg]
+	delete(w.m, msg)
+	w.mu.Unlock()
+	if ok {
+		done <- err
+	}
+}
+
+func (w *ackWaiters) acked(_ jetstream.JetStream, msg *nats.Msg, _ *jetstream.PubAck) {
+	w.settle(msg, nil)
+}
+
+func (w *ackWaiters) failed(_ jetstream.JetStream, msg *nats.Msg, err error) {
+	w.settle(msg, err)
 }
 
 // ensureStreams waits for the configured streams until ctx ends or the
@@ -165,17 +228,32 @@ func (p *Publisher) message(dest string, m *transport.Message) (*nats.Msg, error
 }
 
 // send hands msg to the client, waiting for room while MaxPending
-// messages are in flight.
-func (p *Publisher) send(ctx context.Context, msg *nats.Msg) (jetstream.PubAckFuture, error) {
+// messages are in flight, and returns where its outcome will come.
+func (p *Publisher) send(ctx context.Context, msg *nats.Msg) (<-chan error, error) {
 	for {
-		paf, err := p.js.PublishMsgAsync(msg)
-		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {
-			return paf, err
+		// Wait before sending: the acknowledgement may come before
+		// PublishMsgAsync returns.
+		done := p.acks.wait(msg)
+		_, err := p.js.PublishMsgAsync(msg)
+		if err == nil {
+			return done, nil
 		}
-		// The client waited its stall time in vain: go on waiting as long
-		// as the caller does.
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("%w while %d messages wait for acknowledgements", err, p.js.PublishAsyncPending())
+		p.acks.forget(msg)
+		switch {
+		case errors.Is(err, jetstream.ErrTooManyStalledMsgs):
+			// The client waited its stall time in vain: go on waiting as
+			// long as the caller does.
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("%w while %d messages wait for acknowledgements", err, p.js.PublishAsyncPending())
+			}
+		case errors.Is(err, nats.ErrHeadersNotSupported) && !p.nc.IsConnected():
+			// The client has never reached a server, so it does not know
+			// yet that the server takes headers: wait for it.
+			if !sleep(ctx, 25*time.Millisecond) {
+				return nil, fmt.Errorf("not connected to the server yet: %w", ctx.Err())
+			}
+		default:
+			return nil, err
 		}
 	}
 }
@@ -234,7 +312,7 @@ func (p *Publisher) rejected(dest string, m *transport.Message, reason, hint str
 // for the configured streams to be created first.
 func (p *Publisher) Check(ctx context.Context, dest string) error {
 	if problem := checkSubject(dest, false); problem != "" {
-		return fmt.Errorf("nats: destination %q: %s", dest, problem)
+		return &transport.RejectedError{Transport: "nats", Dest: dest, Reason: problem}
 	}
 	if err := p.ensureStreams(ctx); err != nil {
 		return fmt.Errorf("nats: check %q: %w", dest, err)
@@ -244,7 +322,8 @@ func (p *Publisher) Check(ctx context.Context, dest string) error {
 	}
 	name, err := p.js.StreamNameBySubject(ctx, dest)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
-		return fmt.Errorf("nats: no stream matches subject %q: add it to a stream's subjects (PublisherOptions.Streams, or nats stream add/edit)", dest)
+		return &transport.RejectedError{Transport: "nats", Dest: dest, Reason: "no stream matches the subject",
+			Hint: "add it to a stream's subjects (PublisherOptions.Streams, or nats stream add/edit)", Err: err}
 	}
 	if err != nil {
 		return fmt.Errorf("nats: check %q: %w", dest, err)

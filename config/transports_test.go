@@ -1,0 +1,119 @@
+package config
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// brokers is a config with one transport of each broker type, on the
+// machine's real brokers.
+const brokers = `database: {url: "sqlite:ferry.db"}
+lanes: {default: {}}
+transports:
+  events: {type: kafka, brokers: "127.0.0.1:1, 127.0.0.1:2", compression: zstd, acks: all, sasl: {mechanism: SCRAM-SHA-512, user: ferry, password: x}}
+  bus:
+    type: nats
+    url: nats://127.0.0.1:4222
+    streams: [{name: %[1]s, subjects: ["%[1]s.>"], storage: memory, max_age: 1h}]
+  rabbit:
+    type: amqp
+    url: amqp://guest:guest@127.0.0.1:5672/
+    routing_key: "{type}"
+    exchanges: [{name: %[1]s-x, kind: fanout, auto_delete: true}]
+  cache: {type: redis, url: "redis://127.0.0.1:6379/0", mode: pubsub}
+  hooks: {type: webhook, base_url: "http://127.0.0.1:1/hooks/", secrets: [new, old], retry_status: [409], headers: {X-Team: payments}}
+  console: {type: stdout}
+routes:
+  - {topic: "orders.*", to: bus, destination: "%[1]s.{type}"}
+  - {topic: "bus.missing", to: bus, destination: "nowhere.at.all"}
+  - {topic: "rabbit.*", to: rabbit, destination: %[1]s-x}
+  - {topic: "rabbit.missing", to: rabbit, destination: %[1]s-missing}
+  - {topic: "cache.*", to: cache}
+  - {topic: "hooks.*", to: hooks, destination: "{key}"}
+  - {topic: "events.*", to: events, destination: payments}
+  - {topic: "*", to: console}
+`
+
+// TestBrokerTransports builds one transport of each type and asks the
+// real NATS and RabbitMQ about the routes' destinations: those that do not
+// exist stop the relay at start, naming the route.
+func TestBrokerTransports(t *testing.T) {
+	name := fmt.Sprintf("ferrycfg%d", time.Now().UnixNano())
+	c, err := parse(fmt.Appendf(nil, brokers, name), "relay.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Transports) != 6 || string(c.Routes[0].Destination) != name+".{type}" || c.Routes[4].Destination != "{topic}" {
+		t.Fatalf("transports %+v, routes %+v", c.Transports, c.Routes)
+	}
+	b, err := c.Build(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	refused, unchecked := b.Check(ctx)
+	if refused == nil {
+		t.Fatal("Check found no refused destination; want the missing NATS subject and RabbitMQ exchange")
+	}
+	for _, want := range []string{`relay.yaml:19:5: route "bus.missing"`, "nowhere.at.all", `relay.yaml:21:5: route "rabbit.missing"`, name + "-missing"} {
+		if !strings.Contains(refused.Error(), want) {
+			t.Errorf("refused: %v\nwant it to mention %q", refused, want)
+		}
+	}
+	for _, ok := range []string{`"orders.*"`, `"rabbit.*"`} {
+		if strings.Contains(refused.Error(), ok) {
+			t.Errorf("refused: %v\nbut the route %s has a destination that exists", refused, ok)
+		}
+	}
+	// Kafka's brokers are unreachable: its route could not be checked,
+	// which is not a refusal (the relay retries).
+	if len(unchecked) != 1 || !strings.Contains(unchecked[0].Error(), `"events.*"`) {
+		t.Errorf("unchecked = %v, want the kafka route only", unchecked)
+	}
+}
+
+func TestBrokerTransportProblems(t *testing.T) {
+	yaml := `database: {url: "sqlite:ferry.db"}
+lanes: {default: {}}
+transports:
+  events: {type: kafka, acks: some, compression: brotli}
+  bus: {type: nats, streams: [{subjects: "a.>"}]}
+  rabbit: {type: amqp, url: "amqp://x", exchanges: [{name: x, kind: topik}]}
+  cache: {type: redis, mode: pubsib}
+  hooks: {type: webhook, retry_status: [200, abc], tls: {ca_file: /nonexistent/ca.pem}}
+  console: {type: stdout}
+routes:
+  - {topic: "a", to: console, destination: x}
+  - {topic: "b", to: bus, destination: "{tpoic}"}
+`
+	_, err := parse([]byte(yaml), "relay.yaml", noEnv)
+	var cerr *Error
+	if !errors.As(err, &cerr) {
+		t.Fatalf("got %v, want problems", err)
+	}
+	got := err.Error()
+	for _, want := range []string{
+		`relay.yaml:4:3: transports.events.brokers: is required`,
+		`transports.events.acks: must be one of all, leader, got "some"`,
+		`transports.events.compression: must be one of none, gzip, snappy, lz4, zstd, got "brotli"`,
+		`transports.bus.url: is required`,
+		`transports.bus.streams[0].name: is required`,
+		`transports.rabbit.exchanges[0].kind: must be one of direct, topic, fanout, headers, got "topik"; did you mean "topic"?`,
+		`transports.cache.mode: must be one of streams, pubsub, got "pubsib"; did you mean "pubsub"?`,
+		`transports.hooks.retry_status: "200" is not an HTTP status from 300 to 599`,
+		`transports.hooks.retry_status: "abc" is not an HTTP status`,
+		`transports.hooks.tls: unknown key "tls"`,
+		`routes[0].destination: transport "console" (stdout) takes every message it is given and has no destinations`,
+		`routes[1].destination: destination "{tpoic}": unknown placeholder`,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("problems do not include %q:\n%s", want, got)
+		}
+	}
+}
