@@ -65,6 +65,10 @@ type RelayConfig struct {
 	Broker string
 }
 
+// brokerConcurrency is the lane concurrency of the relay benchmark when it
+// publishes to a broker.
+const brokerConcurrency = 1024
+
 // relayLane is the lane of the relay benchmark's messages (with several
 // lanes, the prefix of their names).
 const relayLane = "bench"
@@ -85,6 +89,12 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 	setDefault(&c.Writers, 4)
 	setDefault(&c.WriterBatch, 100)
 	setDefault(&c.Lanes, 1)
+	if c.To != "" {
+		// A broker acknowledges a message after a round trip; the relay
+		// keeps many in flight to keep the broker's pipeline full, as a
+		// broker route's lane should (see the README).
+		setDefault(&c.Lane.Concurrency, brokerConcurrency)
+	}
 	if c.Logger == nil {
 		c.Logger = QuietLogger(nil)
 	}

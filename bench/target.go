@@ -47,10 +47,11 @@ func Brokers() []string {
 // brokerTargets returns the brokers the relay benchmark can publish to.
 func brokerTargets() map[string]brokerTarget {
 	return map[string]brokerTarget{
-		"amqp":  amqpTarget(),
-		"kafka": kafkaTarget(),
-		"nats":  natsTarget(),
-		"redis": redisTarget(),
+		"amqp":    amqpTarget(),
+		"kafka":   kafkaTarget(),
+		"nats":    natsTarget(),
+		"redis":   redisTarget(),
+		"webhook": webhookTarget(),
 	}
 }
 

@@ -105,7 +105,7 @@ Kafka runs in process on franz-go's kfake).`
 		fs.IntVar(&cfg.Writers, "writers", 4, "writers of the sustained phase")
 		fs.IntVar(&cfg.WriterBatch, "writer-batch", 100, "messages per transaction of each writer")
 		fs.IntVar(&cfg.Lanes, "lanes", 1, "spread the messages over this many lanes")
-		fs.IntVar(&cfg.Lane.Concurrency, "concurrency", 0, "the lane's concurrent deliveries (default the relay's)")
+		fs.IntVar(&cfg.Lane.Concurrency, "concurrency", 0, "the lane's concurrent deliveries (default the relay's; 1024 with --to)")
 		fs.DurationVar(&cfg.Retention, "retention", 0, "the relay's retention of DONE messages; negative deletes them on delivery (default the relay's, 24h)")
 		fs.IntVar(&cfg.Lane.BatchSize, "fetch", 0, "the lane's messages per fetch (default the relay's)")
 		run = func(ctx context.Context) ([]bench.Result, error) {

@@ -46,10 +46,10 @@ type Options struct {
 	// status; the ctx given to Publish bounds it too. Default 10s
 	// (DefaultTimeout).
 	Timeout time.Duration
-	// RetryStatus reports whether a response status other than 2xx is
-	// transient, so the relay retries the message, rather than a refusal
-	// (*transport.RejectedError), which the relay marks FAILED at once.
-	// Default DefaultRetryStatus: 5xx, 408 and 429.
+	// RetryStatus reports whether a response status other than 2xx
+	// (3xx included) is transient, so the relay retries the message,
+	// rather than a refusal (*transport.RejectedError), which the relay
+	// marks FAILED at once. Default DefaultRetryStatus: 5xx, 408 and 429.
 	RetryStatus func(status int) bool
 	// FollowRedirects makes the publisher follow 307 and 308 redirects,
 	// which repeat the POST with its body at the new location (at most 10
@@ -150,8 +150,8 @@ func NewPublisher(opts Options) (*Publisher, error) {
 		return nil, fmt.Errorf("webhook: Options.MaxConnsPerHost %d is negative; zero means no limit", opts.MaxConnsPerHost)
 	}
 	for name, values := range opts.Header {
-		if !validName(name) {
-			return nil, fmt.Errorf("webhook: Options.Header: %q is not a valid HTTP header name", name)
+		if !validName(name) || framing[strings.ToLower(name)] {
+			return nil, fmt.Errorf("webhook: Options.Header: %q is not a valid HTTP header name, or is one of HTTP's framing headers", name)
 		}
 		for _, v := range values {
 			if why := checkValue(v); why != "" {
@@ -238,7 +238,7 @@ func (p *Publisher) URL(dest string) (string, error) {
 // would accept a push without being sent one.
 func (p *Publisher) Check(ctx context.Context, dest string) error {
 	if _, err := p.URL(dest); err != nil {
-		return &transport.RejectedError{Transport: "webhook", Dest: dest, Reason: err.Error()}
+		return &transport.RejectedError{Transport: "webhook", Dest: redactDest(dest), Reason: err.Error()}
 	}
 	return nil
 }
@@ -259,7 +259,7 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 	defer p.inFlight.Done()
 
 	reject := func(reason, hint string, err error) error {
-		return &transport.RejectedError{Transport: "webhook", Dest: dest, MessageID: m.ID, Reason: reason, Hint: hint, Err: err}
+		return &transport.RejectedError{Transport: "webhook", Dest: redactDest(dest), MessageID: m.ID, Reason: reason, Hint: hint, Err: err}
 	}
 	target, err := p.URL(dest)
 	if err != nil {
@@ -295,14 +295,21 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 		return nil
 	}
 	se := &StatusError{URL: redact(target), StatusCode: code, Status: resp.Status, Body: readSnippet(resp.Body)}
-	if code >= 300 && code <= 399 {
+	redirect := code >= 300 && code <= 399
+	if redirect {
 		se.Location = resp.Header.Get("Location")
-		return reject(se.reason(), "update the route's URL; redirects are not followed (see Options.FollowRedirects)", se)
 	}
 	if p.retry(code) {
 		se.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 		p.log.Debug("webhook: push not taken, will be retried", "url", se.URL, "message", m.ID, "status", code, "retry_after", se.RetryAfter)
 		return se
+	}
+	if redirect {
+		hint := "update the route's URL; redirects are not followed (see Options.FollowRedirects)"
+		if p.opts.FollowRedirects {
+			hint = "update the route's URL; only 307 and 308 redirects are followed, since net/http turns the POST into a GET for the others"
+		}
+		return reject(se.reason(), hint, se)
 	}
 	return reject(se.reason(), hint(code), se)
 }
@@ -462,6 +469,14 @@ func redact(u string) string {
 	parsed.RawQuery = ""
 	parsed.Fragment = ""
 	return parsed.String()
+}
+
+// redactDest is dest for errors: an absolute URL redacted, a path as it is.
+func redactDest(dest string) string {
+	if u, err := url.Parse(dest); err == nil && u.Host != "" && (u.User != nil || u.RawQuery != "" || u.Fragment != "") {
+		return redact(dest)
+	}
+	return dest
 }
 
 // unwrapURLError drops net/http's *url.Error, whose message repeats the
