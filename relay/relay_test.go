@@ -77,12 +77,7 @@ func mysqlStore(t *testing.T) testStore {
 func migrated(t *testing.T, s ferry.Store, db *sql.DB, table, forUpdate string) testStore {
 	t.Helper()
 	t.Cleanup(func() {
-		for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
-			db.Exec("DROP TABLE IF EXISTS " + table + suffix)
-		}
-		if s.Dialect() == "postgres" {
-			db.Exec("DROP FUNCTION IF EXISTS " + table + "_wake_insert(), " + table + "_wake_retry()")
-		}
+		testdb.DropOutbox(db, table, s.Dialect())
 		s.Close()
 	})
 	if err := s.Migrate(context.Background()); err != nil {

@@ -85,3 +85,14 @@ func redact(dsn string) string {
 	}
 	return dsn
 }
+
+// DropOutbox removes the outbox table named table from db, with the tables
+// and (on PostgreSQL) the trigger functions that Migrate made beside it.
+func DropOutbox(db *sql.DB, table, dialect string) {
+	for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
+		db.Exec("DROP TABLE IF EXISTS " + table + suffix)
+	}
+	if dialect == "postgres" {
+		db.Exec("DROP FUNCTION IF EXISTS " + table + "_wake_insert(), " + table + "_wake_retry()")
+	}
+}

@@ -32,10 +32,7 @@ func openOutbox(t *testing.T) outbox {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
-			st.DB.Exec("DROP TABLE IF EXISTS " + table + suffix)
-		}
-		st.DB.Exec("DROP FUNCTION IF EXISTS " + table + "_wake_insert(), " + table + "_wake_retry()")
+		testdb.DropOutbox(st.DB, table, st.Dialect())
 		st.Close()
 	})
 	if err := st.Migrate(ctx); err != nil {
