@@ -274,3 +274,20 @@ func TestConfigErrors(t *testing.T) {
 		t.Error("Demo of 1s: no error")
 	}
 }
+
+// TestConsume runs the consume benchmark small, on kfake: every system
+// reports its throughput, and handling keys in parallel beats handling
+// the partition one message at a time.
+func TestConsume(t *testing.T) {
+	results, err := Consume(context.Background(), ConsumeConfig{Messages: 400, BaselineMessages: 40, Keys: 20, HandlerDelay: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkResults(t, results, "consume", "", []string{"partition", "key", "unordered"}, []string{MetricThroughput})
+	if results[1].Value < 3*results[0].Value {
+		t.Errorf("key order handled %.0f msg/s, partition order %.0f: 20 keys in parallel should be many times faster", results[1].Value, results[0].Value)
+	}
+	if _, err := Consume(context.Background(), ConsumeConfig{Transport: "webhook"}); err == nil || !strings.Contains(err.Error(), `transport "webhook" cannot be consumed`) {
+		t.Errorf("webhook: %v", err)
+	}
+}

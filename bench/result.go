@@ -26,6 +26,8 @@ const (
 	// MetricSustainedBacklog is the WAITING messages left when the
 	// sustained phase ended: how far the relay fell behind the writers.
 	MetricSustainedBacklog = "sustained_backlog"
+	// MetricThroughput is what a consumer handled per second.
+	MetricThroughput = "throughput"
 
 	// MetricIdleP50 and MetricIdleP99 are the online lane's latency, commit
 	// to delivery, while it has the outbox to itself.
@@ -215,7 +217,11 @@ func writeRows(w io.Writer, rows [][]string) error {
 
 // describeParams is the heading of a benchmark's rows.
 func describeParams(r Result) string {
-	parts := []string{fmt.Sprintf("%s benchmark on %s, %s messages", r.Bench, r.DB, group(float64(r.Messages), 0))}
+	where := ""
+	if r.DB != "" {
+		where = " on " + r.DB
+	}
+	parts := []string{fmt.Sprintf("%s benchmark%s, %s messages", r.Bench, where, group(float64(r.Messages), 0))}
 	for _, p := range r.Params {
 		parts = append(parts, fmt.Sprintf("%s=%v", p.Name, p.Value))
 	}

@@ -37,6 +37,12 @@ type brokerTarget struct {
 	// for (acks from all replicas, publisher confirms, ...), and returns
 	// once the broker has acknowledged every one.
 	raw func(ctx context.Context, url, dest string, msgs []*transport.Message) error
+	// subscriber, if set, returns a subscriber to the broker at url, for
+	// `ferry bench consume`.
+	subscriber func(ctx context.Context, url string) (transport.Subscriber, error)
+	// onePartition, if set, prepares dest with a single partition, as the
+	// consume benchmark wants; without it prepare serves.
+	onePartition func(ctx context.Context, url, dest string) (func(), error)
 }
 
 // Brokers returns the names `ferry bench relay --to` accepts, sorted.

@@ -22,6 +22,9 @@ func amqpTarget() brokerTarget {
 			return url, func() {}, nil
 		},
 		prepare: amqpPrepare,
+		subscriber: func(_ context.Context, url string) (transport.Subscriber, error) {
+			return amqp.NewSubscriber(url, amqp.SubscriberOptions{})
+		},
 		publisher: func(_ context.Context, url string) (transport.Publisher, error) {
 			return amqp.NewPublisher(url, amqp.PublisherOptions{})
 		},

@@ -31,6 +31,12 @@ func kafkaTarget() brokerTarget {
 		defaultURL: "",
 		start:      startKafka,
 		prepare:    prepareKafka,
+		subscriber: func(_ context.Context, url string) (transport.Subscriber, error) {
+			return kafka.NewSubscriber(kafka.SubscriberOptions{Brokers: kafka.ParseBrokers(url)})
+		},
+		onePartition: func(ctx context.Context, url, dest string) (func(), error) {
+			return prepareKafkaTopic(ctx, url, dest, 1)
+		},
 		publisher: func(_ context.Context, url string) (transport.Publisher, error) {
 			return kafka.NewPublisher(kafka.PublisherOptions{Brokers: kafka.ParseBrokers(url)})
 		},
@@ -58,16 +64,21 @@ func kafkaAdmin(url string) (*kadm.Client, error) {
 	return kadm.NewClient(cl), nil
 }
 
-// prepareKafka creates the topic dest, after deleting one an interrupted
-// run left.
+// prepareKafka creates the topic dest with kafkaBenchPartitions
+// partitions, after deleting one an interrupted run left.
 func prepareKafka(ctx context.Context, url, dest string) (func(), error) {
+	return prepareKafkaTopic(ctx, url, dest, kafkaBenchPartitions)
+}
+
+// prepareKafkaTopic creates the topic dest with the given partitions.
+func prepareKafkaTopic(ctx context.Context, url, dest string, partitions int32) (func(), error) {
 	adm, err := kafkaAdmin(url)
 	if err != nil {
 		return nil, err
 	}
 	defer adm.Close()
 	create := func() error {
-		resp, err := adm.CreateTopic(ctx, kafkaBenchPartitions, -1, nil, dest)
+		resp, err := adm.CreateTopic(ctx, partitions, -1, nil, dest)
 		if err == nil {
 			err = resp.Err
 		}

@@ -28,6 +28,9 @@ func natsTarget() brokerTarget {
 			return url, func() {}, nil
 		},
 		prepare: prepareNATS,
+		subscriber: func(_ context.Context, url string) (transport.Subscriber, error) {
+			return nats.NewSubscriber(url, nats.SubscriberOptions{})
+		},
 		publisher: func(_ context.Context, url string) (transport.Publisher, error) {
 			return nats.NewPublisher(url, nats.PublisherOptions{})
 		},

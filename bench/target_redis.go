@@ -47,6 +47,9 @@ func redisTarget() brokerTarget {
 				c.Del(ctx, dest)
 			}, nil
 		},
+		subscriber: func(_ context.Context, url string) (transport.Subscriber, error) {
+			return redis.NewSubscriber(redis.SubscriberOptions{Addr: url, Mode: redis.Streams})
+		},
 		publisher: func(_ context.Context, url string) (transport.Publisher, error) {
 			return redis.NewPublisher(redis.PublisherOptions{Addr: url, Mode: redis.Streams})
 		},

@@ -18,8 +18,8 @@ import (
 func benchCommand() command {
 	return command{
 		name:    "bench",
-		args:    "relay|flood --db URL [flags]",
-		summary: "measure the relay's throughput, or the online lane's latency under a batch flood",
+		args:    "relay|flood|consume [flags]",
+		summary: "measure the relay's throughput, the online lane's latency under a batch flood, or a consumer's throughput",
 		help: `Benchmarks, each on a fresh table of the database that is dropped at the end:
 
   ferry bench relay --db URL [--messages 1000000] [--duration 10s] [--json]
@@ -34,9 +34,15 @@ func benchCommand() command {
       (online_p50_ms, online_p99_ms, online_max_ms), and batch_drain_rate,
       for ferry and, in the same run, for a single FIFO relay (system fifo).
 
+  ferry bench consume [--transport kafka] [--keys 100] [--json]
+      The seeds' Parallel Consumer experiment: one partition, 100 keys, a
+      handler that waits 5ms like an I/O call. throughput of the consumer
+      in partition order (one at a time: the baseline), key order and no
+      order, each on a fresh topic.
+
 Output is a table, or with --json one JSON object per line per result;
-progress goes to stderr. Run 'ferry bench relay -h' or 'ferry bench flood -h'
-for each benchmark's flags.`,
+progress goes to stderr. Run 'ferry bench relay -h' (flood, consume) for each
+benchmark's flags.`,
 		run: runBench,
 	}
 }
@@ -50,7 +56,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			c.flags().Usage()
 			return errHelp
 		}
-		return usagef("which benchmark? give relay or flood, e.g. ferry bench relay --db %s", exampleDB)
+		return usagef("which benchmark? give relay, flood or consume, e.g. ferry bench relay --db %s", exampleDB)
 	}
 	which, args := args[0], args[1:]
 	// --cpuprofile FILE and --store-timings are for people working on
@@ -157,8 +163,38 @@ their wait so far (lower_bound=true).`
 			}
 			return bench.Flood(ctx, cfg)
 		}
+	case "consume":
+		var cfg bench.ConsumeConfig
+		synopsis = "[--transport kafka] [--messages N] [--keys 100] [--json]"
+		about = `Preloads a topic of one partition with messages of --keys keys, then times a
+consumer whose handler waits --handler-delay (like an I/O call), once per
+ordering mode: partition (one message at a time, the classic consumer and
+the baseline; --baseline-messages), key (the messages of a key in order,
+keys in parallel) and unordered. Reports throughput, messages handled per
+second. Key order and no order run --concurrency handlers (default: one
+per key), so they differ only in the order they keep.
+
+--transport picks the broker: ` + strings.Join(bench.Brokers(), ", ") + ` (not webhook); the
+default, kafka, runs in process on franz-go's kfake.`
+		fs.StringVar(&cfg.Transport, "transport", "kafka", "the `broker` the consumer reads")
+		fs.StringVar(&cfg.Broker, "broker", "", "the broker's `URL` (default: its local address; kfake for Kafka)")
+		fs.IntVar(&cfg.Messages, "messages", 20_000, "messages of the key and unordered systems")
+		fs.IntVar(&cfg.BaselineMessages, "baseline-messages", 1_000, "messages of the partition system")
+		fs.IntVar(&cfg.Keys, "keys", 100, "distinct message keys")
+		fs.DurationVar(&cfg.HandlerDelay, "handler-delay", 5*time.Millisecond, "how long the handler waits per message")
+		fs.IntVar(&cfg.Concurrency, "concurrency", 0, "handlers in flight of key and unordered (default --keys)")
+		systems := fs.String("systems", "partition,key,unordered", "the ordering modes to measure, comma-separated")
+		run = func(ctx context.Context) ([]bench.Result, error) {
+			cfg.Progress, cfg.Logger = progress, bench.QuietLogger(c.stderr)
+			for _, s := range strings.Split(*systems, ",") {
+				if s = strings.TrimSpace(s); s != "" {
+					cfg.Systems = append(cfg.Systems, s)
+				}
+			}
+			return bench.Consume(ctx, cfg)
+		}
 	default:
-		return usagef("unknown benchmark %q; give relay or flood", which)
+		return usagef("unknown benchmark %q; give relay, flood or consume", which)
 	}
 	fs.Usage = func() {
 		w := fs.Output()
@@ -175,7 +211,7 @@ their wait so far (lower_bound=true).`
 	if db == "" {
 		db = os.Getenv(config.EnvDatabaseURL)
 	}
-	if db == "" {
+	if db == "" && which != "consume" {
 		return usagef("which database? give --db URL, e.g. --db %s or --db sqlite:bench.db (or set %s); the benchmark creates a table of its own there and drops it at the end",
 			exampleDB, config.EnvDatabaseURL)
 	}

@@ -12,9 +12,18 @@ package main
 import (
 	"context"
 	"os"
+	"runtime/debug"
 )
 
 func main() {
+	// The relay keeps little alive (the messages in flight) and allocates
+	// a lot per message, so with Go's default GOGC=100 the collector runs
+	// all the time on a small heap: measured, a quarter of the relay's
+	// CPU. Four times the live heap is still small and gives that CPU back
+	// to delivery (about +15% to NATS). GOGC in the environment wins.
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(400)
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
