@@ -535,6 +535,17 @@ func (sn *subscription) fetchError(topic string, partition int32, err error) {
 		signal(sn.ready)
 		return
 	}
+	if errors.Is(err, kerr.InvalidSessionTimeout) {
+		// The group cannot be joined at all: fail the subscription rather
+		// than wait for ever for partitions that never come.
+		sn.mu.Lock()
+		if sn.err == nil {
+			sn.err = fmt.Errorf("kafka: subscription to %q in group %q: %w: the broker does not accept SubscriberOptions.SessionTimeout; choose one within its group.min/max.session.timeout.ms", topic, sn.group, err)
+		}
+		sn.mu.Unlock()
+		signal(sn.ready)
+		return
+	}
 	sn.log.Warn("kafka: fetch failed", "partition", partition, "err", err)
 }
 
