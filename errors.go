@@ -3,6 +3,7 @@ package ferry
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // ErrNotFound is returned when an operation names a message, lane or
@@ -72,4 +73,26 @@ func Permanent(err error) error {
 func IsPermanent(err error) bool {
 	var p *PermanentError
 	return errors.As(err, &p)
+}
+
+// RetryLaterError asks the relay to wait at least After before the next
+// attempt at a message: a webhook receiver's Retry-After, a broker's
+// throttle. The relay waits the longer of After and its own backoff, but
+// never more than the lane's maximum backoff, so that a receiver cannot
+// park a message for days.
+type RetryLaterError struct {
+	Err   error
+	After time.Duration
+}
+
+func (e *RetryLaterError) Error() string { return e.Err.Error() }
+func (e *RetryLaterError) Unwrap() error { return e.Err }
+
+// RetryLater wraps err with the wait the destination asked for.
+// RetryLater(nil, d) is nil.
+func RetryLater(err error, after time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &RetryLaterError{Err: err, After: after}
 }

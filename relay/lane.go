@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -507,6 +508,10 @@ func (l *lane) finish(st *laneState, res result) {
 		return
 	}
 	delay := l.cfg.Backoff.delay(e.rec.Attempts)
+	var later *ferry.RetryLaterError
+	if errors.As(res.err, &later) && later.After > delay {
+		delay = min(later.After, l.cfg.Backoff.Max)
+	}
 	e.dueAt = time.Now().Add(delay)
 	l.r.log.Debug("delivery failed; will retry", "lane", l.cfg.Name, "seq", e.rec.Seq, "attempts", e.rec.Attempts,
 		"retry_in", delay, "error", msg)

@@ -559,3 +559,41 @@ func TestRateLimitHoldsDeliveriesBack(t *testing.T) {
 		t.Errorf("40 messages at 100/s took %v; the rate limit allows no less than about 390ms", took)
 	}
 }
+
+// A destination that asks to be tried again later (a webhook's
+// Retry-After) is given that long, even when the lane's backoff is
+// shorter, but no longer than the lane's maximum backoff.
+func TestRetryLaterIsHonoured(t *testing.T) {
+	ts := sqliteStore(t)
+	var (
+		mu       sync.Mutex
+		attempts []time.Time
+	)
+	dest := ferry.DestinationFunc(func(ctx context.Context, r *ferry.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		attempts = append(attempts, time.Now())
+		switch len(attempts) {
+		case 1:
+			return ferry.RetryLater(errors.New("503 Service Unavailable"), 700*time.Millisecond)
+		case 2:
+			return ferry.RetryLater(errors.New("503 Service Unavailable"), time.Hour) // capped at Backoff.Max
+		}
+		return nil
+	})
+	write(t, ts, ferry.Message{Topic: "t", Key: "k"})
+	startRelay(t, relay.Options{Store: ts, RescanInterval: 20 * time.Millisecond,
+		Lanes:  []relay.Lane{{Name: ferry.DefaultLane, Backoff: relay.Backoff{Initial: 10 * time.Millisecond, Max: 1200 * time.Millisecond}}},
+		Routes: []relay.Route{{Topic: "*", Destination: dest}}})
+	waitFor(t, "the third attempt", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(attempts) == 3
+	})
+	if gap := attempts[1].Sub(attempts[0]); gap < 650*time.Millisecond {
+		t.Errorf("second attempt %v after the first; the destination asked for 700ms", gap)
+	}
+	if gap := attempts[2].Sub(attempts[1]); gap < 1100*time.Millisecond || gap > 10*time.Second {
+		t.Errorf("third attempt %v after the second; want the lane's maximum backoff, 1.2s, not the hour asked for", gap)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/transport"
 )
 
@@ -302,6 +303,9 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 	if p.retry(code) {
 		se.RetryAfter = retryAfter(resp.Header.Get("Retry-After"), time.Now())
 		p.log.Debug("webhook: push not taken, will be retried", "url", se.URL, "message", m.ID, "status", code, "retry_after", se.RetryAfter)
+		if se.RetryAfter > 0 {
+			return ferry.RetryLater(se, se.RetryAfter) // the relay waits as asked
+		}
 		return se
 	}
 	if redirect {
