@@ -359,7 +359,8 @@ func checkTopic(ctx context.Context, cl *kgo.Client, topic string) error {
 	}
 	d, ok := details[topic]
 	if !ok || errors.Is(d.Err, kerr.UnknownTopicOrPartition) {
-		return fmt.Errorf("kafka: topic %q does not exist: create it (ferry does not create topics), or route to a topic that exists: %w", topic, kerr.UnknownTopicOrPartition)
+		return &transport.RejectedError{Transport: "kafka", Dest: topic, Reason: "the topic does not exist",
+			Hint: "create it (ferry does not create topics), or route to a topic that exists", Err: kerr.UnknownTopicOrPartition}
 	}
 	if d.Err != nil {
 		return fmt.Errorf("kafka: look up topic %q: %w", topic, d.Err)

@@ -276,7 +276,7 @@ func TestCheck(t *testing.T) {
 		t.Errorf("Check of an existing topic: %v", err)
 	}
 	err := p.Check(ctx, "missing-topic")
-	if !errors.Is(err, kerr.UnknownTopicOrPartition) || !strings.Contains(err.Error(), `"missing-topic" does not exist`) {
+	if !errors.Is(err, kerr.UnknownTopicOrPartition) || !transport.IsRejected(err) || !strings.Contains(err.Error(), `"missing-topic" refused: the topic does not exist`) {
 		t.Errorf("Check of a missing topic: %v", err)
 	}
 	if err := p.Check(ctx, "bad topic"); err == nil {
