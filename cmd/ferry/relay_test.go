@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry"
+	"github.com/ferry-dev/ferry/transport/redis"
 )
 
 // syncBuffer is a buffer that the relay writes while the test reads it.
@@ -158,5 +160,72 @@ func TestRelayWaitsForTheDatabase(t *testing.T) {
 	ferryRun(t, "relay", "--config", cfg, "--db", "nosuch://x", "--wait", "1m").want(t, 1, `err:cannot tell which database "nosuch://x" is`)
 	if elapsed := time.Since(start); elapsed > 10*time.Second {
 		t.Errorf("waited %v for a URL that can never work", elapsed)
+	}
+}
+
+// TestRelayToBroker runs `ferry relay` from a config with a Redis stream
+// transport: what the outbox holds arrives at the broker, read back with
+// ferry's subscriber; a route to a RabbitMQ exchange that does not exist
+// stops the relay at start, naming the route.
+func TestRelayToBroker(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ferry.db")
+	stream := fmt.Sprintf("ferry-cli-%d", time.Now().UnixNano())
+	cfg := writeFile(t, "relay.yaml", `database: {url: "sqlite:`+path+`"}
+relay: {poll_interval: 20ms, shutdown_timeout: 2s}
+lanes: {default: {concurrency: 64}}
+transports:
+  cache: {type: redis, url: "redis://127.0.0.1:6379/0"}
+routes:
+  - {topic: "orders.*", to: cache, destination: "`+stream+`"}
+`)
+	sub, err := redis.NewSubscriber(redis.SubscriberOptions{Addr: "redis://127.0.0.1:6379/0", ClaimIdle: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sn, err := sub.Subscribe(ctx, stream, "check")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sn.Close() })
+
+	ferryRun(t, "migrate", "--config", cfg).want(t, 0)
+	st := openStore(t, path)
+	write(t, st,
+		ferry.Message{ID: "m1", Topic: "orders.placed", Key: "order-7", Type: "OrderPlaced", Headers: map[string]string{"traceparent": "00-abc-def-01"}, Payload: []byte(`{"n":1}`)},
+		ferry.Message{ID: "m2", Topic: "orders.paid", Key: "order-7", Type: "OrderPaid", Payload: []byte(`{"n":2}`)},
+	)
+	var stdout, stderr syncBuffer
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"relay", "--config", cfg}, &stdout, &stderr) }()
+	for _, want := range []string{"m1", "m2"} {
+		nctx, ncancel := context.WithTimeout(ctx, 20*time.Second)
+		d, err := sn.Next(nctx)
+		ncancel()
+		if err != nil {
+			t.Fatalf("waiting for %s at the broker: %v\nrelay's stderr:\n%s", want, err, stderr.String())
+		}
+		if d.ID != want || d.Key != "order-7" || d.Headers["traceparent"] != "00-abc-def-01" && want == "m1" {
+			t.Errorf("received %+v, want %s in key order with its headers", d.Message, want)
+		}
+		d.Ack(ctx)
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("relay exited %d:\n%s", code, stderr.String())
+	}
+
+	missing := writeFile(t, "missing.yaml", `database: {url: "sqlite:`+path+`"}
+lanes: {default: {}}
+transports:
+  rabbit: {type: amqp, url: "amqp://guest:guest@127.0.0.1:5672/"}
+routes:
+  - {topic: "*", to: rabbit, destination: "ferry-no-such-exchange"}
+`)
+	r := ferryRun(t, "relay", "--config", missing)
+	if r.code != 1 || !strings.Contains(r.stderr, `missing.yaml:6:5: route "*": amqp: "ferry-no-such-exchange" refused`) {
+		t.Errorf("relay to a missing exchange: exit %d\n%s", r.code, r.stderr)
 	}
 }
