@@ -308,9 +308,12 @@ func (b *Built) Close() error {
 
 // Logger returns a logger writing to w in the configured format, at the
 // configured level.
-func (c *Config) Logger(w io.Writer) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: c.Log.Level}
-	if c.Log.Format == "json" {
+func (c *Config) Logger(w io.Writer) *slog.Logger { return c.Log.Logger(w) }
+
+// Logger returns a logger writing to w in l's format, at l's level.
+func (l Log) Logger(w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: l.Level}
+	if l.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
@@ -348,6 +351,7 @@ func parse(data []byte, name string, lookup func(string) (string, bool)) (*Confi
 		top.renamed("destinations", "this section is now called transports: rename it; a route names its transport with `to:` and, optionally, the broker's destination with `destination:`")
 		known := p.transports(c, top)
 		p.routes(c, top, known)
+		top.get("consumers") // `ferry consume`'s; known, not read here
 		p.log(c, top)
 		top.done()
 	}

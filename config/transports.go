@@ -45,6 +45,9 @@ type builder func(env buildEnv) (built, error)
 type built struct {
 	publisher transport.Publisher
 	sink      ferry.Destination
+	// subscriber makes a subscriber to the same broker, for `ferry
+	// consume`; nil for transports that cannot be read from.
+	subscriber func() (transport.Subscriber, error)
 }
 
 // route returns the destination of a route to t with target.
@@ -98,12 +101,21 @@ func discardType(*mapping) builder {
 	return func(buildEnv) (built, error) { return built{sink: local.Discard}, nil }
 }
 
-// published wraps a publisher and its error as a built transport.
-func published(p transport.Publisher, err error) (built, error) {
+// published wraps a publisher and its error as a built transport that
+// subscribe reads from (nil: it cannot be read from).
+func published(p transport.Publisher, err error, subscribe func() (transport.Subscriber, error)) (built, error) {
 	if err != nil {
 		return built{}, err
 	}
-	return built{publisher: p}, nil
+	return built{publisher: p, subscriber: subscribe}, nil
+}
+
+// subscriber adapts a constructor's result to transport.Subscriber.
+func subscriber[S transport.Subscriber](s S, err error) (transport.Subscriber, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // amqpType publishes to RabbitMQ (see transport/amqp):
@@ -139,7 +151,11 @@ func amqpType(m *mapping) builder {
 	}
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
-		return published(amqp.NewPublisher(url, o))
+		p, err := amqp.NewPublisher(url, o)
+		return published(p, err, func() (transport.Subscriber, error) {
+			so := amqp.SubscriberOptions{ConnOptions: o.ConnOptions, Exchanges: o.Exchanges}
+			return subscriber(amqp.NewSubscriber(url, so))
+		})
 	}
 }
 
@@ -164,7 +180,10 @@ func redisType(m *mapping) builder {
 	}
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
-		return published(redis.NewPublisher(o))
+		p, err := redis.NewPublisher(o)
+		return published(p, err, func() (transport.Subscriber, error) {
+			return subscriber(redis.NewSubscriber(redis.SubscriberOptions{Addr: o.Addr, Mode: o.Mode, Logger: o.Logger}))
+		})
 	}
 }
 
@@ -213,7 +232,10 @@ func kafkaType(m *mapping) builder {
 			return built{}, err
 		}
 		o.Logger = env.logger
-		return published(kafka.NewPublisher(o))
+		p, err := kafka.NewPublisher(o)
+		return published(p, err, func() (transport.Subscriber, error) {
+			return subscriber(kafka.NewSubscriber(kafka.SubscriberOptions{Brokers: o.Brokers, SASL: o.SASL, TLS: o.TLS, ClientID: o.ClientID, Logger: o.Logger}))
+		})
 	}
 }
 
@@ -324,7 +346,11 @@ func natsType(m *mapping) builder {
 	}
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
-		return published(natstransport.NewPublisher(url, o))
+		p, err := natstransport.NewPublisher(url, o)
+		return published(p, err, func() (transport.Subscriber, error) {
+			so := natstransport.SubscriberOptions{ConnOptions: o.ConnOptions, Streams: o.Streams}
+			return subscriber(natstransport.NewSubscriber(url, so))
+		})
 	}
 }
 
@@ -377,6 +403,7 @@ func webhookType(m *mapping) builder {
 	}
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
-		return published(webhook.NewPublisher(o))
+		p, err := webhook.NewPublisher(o)
+		return published(p, err, nil) // pushes come to ferry's receiver, not from a broker to read
 	}
 }

@@ -263,6 +263,15 @@ func editDistance(a, b string) int {
 
 // loadConfig loads a config file. A file that cannot be read is a usage
 // error, like a file with problems.
+func loadConsumeConfig(path string) (*config.ConsumeConfig, error) {
+	cfg, err := config.LoadConsume(path)
+	var problems *config.Error
+	if err != nil && !errors.As(err, &problems) {
+		return nil, &exitError{code: exitUsage, msg: fmt.Sprintf("cannot read the config file: %v", errors.Unwrap(err))}
+	}
+	return cfg, err
+}
+
 func loadConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	var problems *config.Error

@@ -3,22 +3,25 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/ferry-dev/ferry/config"
 	"github.com/ferry-dev/ferry/relay"
+	"gopkg.in/yaml.v3"
 )
 
 func configCommand() command {
 	return command{
 		name:    "config",
 		args:    "check FILE",
-		summary: "check a relay config file and report every problem",
-		help: `Checks FILE as the config of 'ferry relay' without connecting to anything,
-and prints every problem with its line, column and key, or a summary of
-the config if it has none. Exits with 2 if there are problems.`,
+		summary: "check a relay or consume config file and report every problem",
+		help: `Checks FILE as the config of 'ferry relay' (or, if it has consumers and no
+routes, of 'ferry consume'; with both, as both) without connecting to
+anything, and prints every problem with its line, column and key, or a
+summary of the config if it has none. Exits with 2 if there are problems.`,
 		run: runConfig,
 	}
 }
@@ -40,13 +43,47 @@ func runConfig(ctx context.Context, c *cli, args []string) error {
 		return usagef("unexpected argument %q: check one file at a time", rest[2])
 	}
 	file := rest[1]
-	cfg, err := loadConfig(file)
-	if err != nil {
-		return err
+	relayConfig, consumeConfig := sections(file)
+	var cfg *config.Config
+	if relayConfig {
+		if cfg, err = loadConfig(file); err != nil {
+			return err
+		}
+	}
+	var cc *config.ConsumeConfig
+	if consumeConfig {
+		if cc, err = loadConsumeConfig(file); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(c.stdout, "%s: ok\n", file)
-	printSummary(c, cfg)
+	if cfg != nil {
+		printSummary(c, cfg)
+	}
+	if cc != nil {
+		fmt.Fprintf(c.stdout, "  consumers: %d\n", len(cc.Consumers))
+		for _, con := range cc.Consumers {
+			fmt.Fprintf(c.stdout, "    %s\tfrom %s %v, %s order -> %s\n", con.Name, con.From, con.Topics, con.Order, con.URL)
+		}
+	}
 	return nil
+}
+
+// sections tells which commands' sections file has: the relay's (routes)
+// or ferry consume's (consumers). A file that cannot be read or parsed
+// counts as a relay config, whose check then reports why.
+func sections(file string) (relayConfig, consumeConfig bool) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return true, false
+	}
+	var top map[string]any
+	if yaml.Unmarshal(data, &top) != nil {
+		return true, false
+	}
+	_, routes := top["routes"]
+	_, consumers := top["consumers"]
+	return routes || !consumers, consumers
 }
 
 // printSummary prints what a config sets up.

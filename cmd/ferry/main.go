@@ -34,12 +34,14 @@ func main() {
 func commands() []command {
 	return []command{
 		relayCommand(),
+		consumeCommand(),
 		migrateCommand(),
 		configCommand(),
 		inspectCommand(),
 		listCommand(),
 		retryCommand(),
 		excludeCommand(),
+		dlqCommand(),
 		demoCommand(),
 		benchCommand(),
 	}
