@@ -352,6 +352,7 @@ func parse(data []byte, name string, lookup func(string) (string, bool)) (*Confi
 		known := p.transports(c, top)
 		p.routes(c, top, known)
 		top.get("consumers") // `ferry consume`'s; known, not read here
+		top.get("inbox")
 		p.log(c, top)
 		top.done()
 	}

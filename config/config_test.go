@@ -131,7 +131,7 @@ func TestParseProblems(t *testing.T) {
 			name: "unknown top-level key",
 			yaml: good + "metrics: {port: 9090}\nroute: []\n",
 			want: []string{
-				`relay.yaml:11:1: metrics: unknown key "metrics" (known keys: database, relay, lanes, transports, routes, consumers, log)`,
+				`relay.yaml:11:1: metrics: unknown key "metrics" (known keys: database, relay, lanes, transports, routes, consumers, inbox, log)`,
 				`relay.yaml:12:1: route: unknown key "route"; did you mean "routes"?`,
 			},
 		},

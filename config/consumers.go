@@ -2,6 +2,7 @@ package config
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -11,9 +12,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ferry-dev/ferry/consume"
+	"github.com/ferry-dev/ferry/consume/inbox"
+	"github.com/ferry-dev/ferry/store"
+	"github.com/ferry-dev/ferry/store/sqlstore"
 	"github.com/ferry-dev/ferry/transport"
 	"github.com/ferry-dev/ferry/transport/webhook"
 )
@@ -52,7 +57,28 @@ type ConsumeConfig struct {
 	File       string
 	Transports []Transport
 	Consumers  []Consumer
-	Log        Log
+	// Inbox, if set, is where forwarded message ids are remembered, so
+	// that a message the service already took is not sent again.
+	Inbox *InboxConfig
+	Log   Log
+}
+
+// InboxConfig is the inbox section of a `ferry consume` config:
+//
+//	inbox:
+//	  database: postgres://ferry@db/app   # or mysql://..., sqlite:FILE
+//	  table: ferry_inbox
+//	  retention: 7d                       # how long ids are remembered
+//
+// Each consumer checks the inbox before it forwards a message and records
+// the id once the service answered 2xx. A message that comes again (a
+// broker redelivery, a rebalance, a replay under the same id) is
+// acknowledged without a request. A crash between the 2xx and the record
+// sends it once more: the Idempotency-Key header covers that last window.
+type InboxConfig struct {
+	URL       string
+	Table     string
+	Retention time.Duration
 }
 
 // Consumer is one consumer of a ConsumeConfig.
@@ -104,6 +130,23 @@ func parseConsume(data []byte, name string, lookup func(string) (string, bool)) 
 		known := p.transports(rc, top)
 		c.Transports = rc.Transports
 		p.consumers(c, top, known)
+		if top.has("inbox") {
+			in := top.sub("inbox")
+			c.Inbox = &InboxConfig{URL: in.text("database"), Table: in.text("table"), Retention: in.duration("retention", positive)}
+			if c.Inbox.URL == "" {
+				in.missing("database", "where forwarded ids are kept, such as sqlite:ferry-consume.db or postgres://user@host/db")
+			} else if err := checkURL(c.Inbox.URL); err != nil {
+				e, _ := in.get("database")
+				p.addf(e.value, in.join("database"), "%v", err)
+			}
+			if c.Inbox.Table != "" {
+				if err := sqlstore.CheckTable(c.Inbox.Table); err != nil {
+					e, _ := in.get("table")
+					p.addf(e.value, in.join("table"), "%s", strings.TrimPrefix(err.Error(), "ferry: "))
+				}
+			}
+			in.done()
+		}
 		var lc Config
 		p.log(&lc, top)
 		c.Log = lc.Log
@@ -225,22 +268,34 @@ func (p *parser) deliver(d *mapping) (string, webhook.Options) {
 // connections they use. Close it when they have stopped.
 type ConsumersBuilt struct {
 	Consumers []*consume.Consumer
+	names     []string
+	inbox     *inbox.Inbox
 	closers   []io.Closer
 }
 
-// Build makes the consumers, without connecting: a broker that is down is
-// retried behind them. log receives their logs.
-func (c *ConsumeConfig) Build(log *slog.Logger) (*ConsumersBuilt, error) {
+// Build makes the consumers. Brokers are not connected to (one that is
+// down is retried behind the consumers); the inbox's database is, and its
+// table is created if need be. log receives their logs.
+func (c *ConsumeConfig) Build(ctx context.Context, log *slog.Logger) (_ *ConsumersBuilt, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	env := buildEnv{logger: log}
 	b := &ConsumersBuilt{}
+	defer func() {
+		if err != nil {
+			b.Close()
+		}
+	}()
+	if c.Inbox != nil {
+		if b.inbox, err = openInbox(ctx, c.Inbox, log, b); err != nil {
+			return nil, err
+		}
+	}
 	opened := map[string]built{}
 	for _, t := range c.Transports {
 		tr, err := t.build(env)
 		if err != nil {
-			b.Close()
 			return nil, fmt.Errorf("config: %s: transport %q (%s): %w", t.Pos, t.Name, t.Type, err)
 		}
 		opened[t.Name] = tr
@@ -251,12 +306,10 @@ func (c *ConsumeConfig) Build(log *slog.Logger) (*ConsumersBuilt, error) {
 	for _, con := range c.Consumers {
 		tr := opened[con.From]
 		if tr.subscriber == nil {
-			b.Close()
 			return nil, fmt.Errorf("config: %s: consumer %q: transport %q cannot be read from", con.Pos, con.Name, con.From)
 		}
 		sub, err := tr.subscriber()
 		if err != nil {
-			b.Close()
 			return nil, fmt.Errorf("config: %s: consumer %q: %w", con.Pos, con.Name, err)
 		}
 		b.closers = append(b.closers, sub)
@@ -264,7 +317,6 @@ func (c *ConsumeConfig) Build(log *slog.Logger) (*ConsumersBuilt, error) {
 		o.Logger = log
 		fwd, err := webhook.NewPublisher(o)
 		if err != nil {
-			b.Close()
 			return nil, fmt.Errorf("config: %s: consumer %q: deliver: %w", con.Pos, con.Name, err)
 		}
 		b.closers = append(b.closers, fwd)
@@ -274,17 +326,86 @@ func (c *ConsumeConfig) Build(log *slog.Logger) (*ConsumersBuilt, error) {
 			InitialBackoff: con.InitialBackoff, MaxBackoff: con.MaxBackoff,
 			Handler: Forward(fwd, con.URL), Logger: log,
 		}
+		if b.inbox != nil {
+			opts.Handler = onceEach(b.inbox, con.Name, opts.Handler)
+		}
 		if con.DeadLetterTo != "" {
 			opts.DeadLetter = consume.ToTopic(opened[con.DeadLetterTo].publisher, con.DeadLetterDest)
 		}
 		cons, err := consume.New(opts)
 		if err != nil {
-			b.Close()
 			return nil, fmt.Errorf("config: %s: consumer %q: %w", con.Pos, con.Name, err)
 		}
 		b.Consumers = append(b.Consumers, cons)
+		b.names = append(b.names, con.Name)
 	}
 	return b, nil
+}
+
+// openInbox opens the inbox's database and table, registering what to
+// close with b.
+func openInbox(ctx context.Context, c *InboxConfig, log *slog.Logger, b *ConsumersBuilt) (*inbox.Inbox, error) {
+	st, err := store.Open(ctx, c.URL, sqlstore.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("config: inbox: %w", err)
+	}
+	b.closers = append(b.closers, st)
+	sq, ok := st.(interface{ SQLDB() *sql.DB })
+	if !ok {
+		return nil, fmt.Errorf("config: inbox: %s is not an SQL database", store.Describe(c.URL))
+	}
+	in, err := inbox.New(sq.SQLDB(), st.Dialect(), inbox.Options{Table: c.Table, Retention: c.Retention, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("config: inbox: %w", err)
+	}
+	if err := in.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("config: inbox %s in %s: %w", in.Table(), store.Describe(c.URL), err)
+	}
+	return in, nil
+}
+
+// onceEach skips the messages the inbox has seen for consumer and records
+// each that h handled. It holds no transaction during h, whose effect is
+// elsewhere (an HTTP call): a crash between h and the record sends the
+// message once more.
+func onceEach(in *inbox.Inbox, consumer string, h consume.Handler) consume.Handler {
+	record := in.Handler(consumer, func(context.Context, *sql.Tx, *consume.Message) error { return nil })
+	return consume.HandlerFunc(func(ctx context.Context, m *consume.Message) error {
+		seen, err := in.Seen(ctx, consumer, m.ID)
+		if err != nil {
+			return fmt.Errorf("inbox: %w", err)
+		}
+		if seen {
+			return nil
+		}
+		if err := h.Handle(ctx, m); err != nil {
+			return err
+		}
+		return record.Handle(ctx, m)
+	})
+}
+
+// Run runs the consumers, and the inbox's clean-up, until ctx ends; one
+// consumer failing stops them all, so that the process exits and a
+// supervisor restarts it.
+func (b *ConsumersBuilt) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(b.Consumers))
+	for i, c := range b.Consumers {
+		wg.Go(func() {
+			if err := c.Run(ctx); err != nil {
+				errs[i] = fmt.Errorf("consumer %s: %w", b.names[i], err)
+				cancel()
+			}
+		})
+	}
+	if b.inbox != nil {
+		wg.Go(func() { b.inbox.Run(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 // Forward returns a handler that pushes each message to url through p,

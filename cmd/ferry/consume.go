@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"os"
 	"os/signal"
-	"sync"
 	"syscall"
 )
 
@@ -48,35 +45,21 @@ func runConsume(ctx context.Context, c *cli, args []string) error {
 		return err
 	}
 	log := cfg.Log.Logger(c.stderr)
-	built, err := cfg.Build(log)
-	if err != nil {
-		return err
-	}
-	defer built.Close()
-
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal kills the process
 	}()
+	built, err := cfg.Build(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer built.Close()
 	names := make([]string, len(cfg.Consumers))
 	for i, con := range cfg.Consumers {
 		names[i] = con.Name
 	}
-	log.Info("ferry consume", "config", cfg.File, "consumers", names)
-	var wg sync.WaitGroup
-	errs := make([]error, len(built.Consumers))
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	for i, con := range built.Consumers {
-		wg.Go(func() {
-			if err := con.Run(runCtx); err != nil {
-				errs[i] = fmt.Errorf("consumer %s: %w", names[i], err)
-				cancel() // one consumer failing stops the others: exit and let a supervisor restart
-			}
-		})
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	log.Info("ferry consume", "config", cfg.File, "consumers", names, "inbox", cfg.Inbox != nil)
+	return built.Run(ctx)
 }

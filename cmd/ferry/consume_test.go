@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -152,4 +153,63 @@ consumers:
 `)
 	r := ferryRun(t, "config", "check", cfg)
 	r.want(t, 0, "out:"+cfg+": ok\n", "out:  consumers: 1\n", "out:    billing\tfrom events [orders], partition order -> http://localhost:8080/events\n")
+}
+
+// TestConsumeInbox: with an inbox, a message that comes twice under the
+// same id reaches the service once.
+func TestConsumeInbox(t *testing.T) {
+	stream := fmt.Sprintf("ferry-consume-inbox-%d", time.Now().UnixNano())
+	var (
+		mu  sync.Mutex
+		got []string
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Header.Get("Ferry-Id"))
+		mu.Unlock()
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer srv.Close()
+	cfg := writeFile(t, "consume.yaml", `transports:
+  cache: {type: redis, url: "redis://127.0.0.1:6379/0"}
+consumers:
+  billing: {from: cache, topics: [`+stream+`], deliver: {url: "`+srv.URL+`"}}
+inbox: {database: "sqlite:`+filepath.Join(t.TempDir(), "inbox.db")+`"}
+log: {level: warn}
+`)
+	pub, err := redis.NewPublisher(redis.PublisherOptions{Addr: "redis://127.0.0.1:6379/0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for _, id := range []string{"m1", "m2", "m1", "m3"} { // m1 published twice, as a producer's retry would
+		if err := pub.Publish(ctx, stream, &transport.Message{ID: id, Key: "k", Payload: []byte(id)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stderr syncBuffer
+	done := make(chan int)
+	go func() { done <- run(ctx, []string{"consume", "--config", cfg}, io.Discard, &stderr) }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		last := len(got) > 0 && got[len(got)-1] == "m3"
+		mu.Unlock()
+		if last || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("ferry consume exited %d:\n%s", code, stderr.String())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(got, " ") != "m1 m2 m3" {
+		t.Errorf("the service got %v, want m1 m2 m3: the second m1 must be skipped", got)
+	}
 }
