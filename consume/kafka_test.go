@@ -92,3 +92,69 @@ func TestRestartRedoesOnlyUnfinished(t *testing.T) {
 		t.Errorf("after the restart handled offsets %v, want only [5]", handled)
 	}
 }
+
+// TestKeyOrderOnKafka runs the order checker against the Kafka transport:
+// 20,000 messages of 500 keys over 4 partitions, failures injected, key
+// order kept, each message handled to completion once.
+func TestKeyOrderOnKafka(t *testing.T) {
+	const n, keys = 20_000, 500
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "orders"), kfake.GroupMinSessionTimeout(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	pub, err := kafka.NewPublisher(kafka.PublisherOptions{Brokers: brokers, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	var wg sync.WaitGroup
+	for k := range keys {
+		wg.Go(func() {
+			for i := k; i < n; i += keys { // each key's messages one after another
+				m := &transport.Message{ID: fmt.Sprintf("m%07d", i), Key: fmt.Sprintf("k%d", k), Type: "Counted", Payload: []byte(fmt.Sprint(i))}
+				if err := pub.Publish(context.Background(), "orders", m); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+
+	sub, err := kafka.NewSubscriber(kafka.SubscriberOptions{Brokers: brokers, SessionTimeout: 3 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	check := newOrderChecker()
+	var failures sync.Map
+	r := consume.NewRouter("billing")
+	r.Event("orders", "Counted", consume.HandlerFunc(func(ctx context.Context, m *consume.Message) error {
+		if m.Offset%97 == 3 && m.Attempt == 1 {
+			failures.Store(m.ID, true)
+			return fmt.Errorf("injected failure")
+		}
+		check.handled(m)
+		return nil
+	}))
+	c, err := consume.New(consume.Options{Name: "billing", Subscriber: sub, Handler: r, Concurrency: 64,
+		InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := run(t, c)
+	waitFor(t, "every message handled", func() bool { return check.count() == n })
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	if len(check.violations) > 0 {
+		t.Errorf("out of key order: %v", check.violations)
+	}
+	for i, e := range check.effects {
+		if e != 1 {
+			t.Fatalf("message %d handled %d times", i, e)
+		}
+	}
+}
