@@ -71,3 +71,28 @@ func TraceParent(ctx context.Context) string {
 	tp, _ := ctx.Value(traceParentKey{}).(string)
 	return tp
 }
+
+// Observer is told about every attempt at a message, for metrics: a
+// Prometheus histogram by source, type and outcome, say. Its method must
+// be fast and safe for concurrent use.
+type Observer interface {
+	Handled(m *Message, took time.Duration, err error)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(m *Message, took time.Duration, err error)
+
+// Handled calls f.
+func (f ObserverFunc) Handled(m *Message, took time.Duration, err error) { f(m, took, err) }
+
+// Metrics reports each attempt's duration and outcome to o.
+func Metrics(o Observer) Middleware {
+	return func(next Handler) Handler {
+		return HandlerFunc(func(ctx context.Context, m *Message) error {
+			began := time.Now()
+			err := next.Handle(ctx, m)
+			o.Handled(m, time.Since(began), err)
+			return err
+		})
+	}
+}

@@ -52,3 +52,27 @@ func TestLoggingAndTraceContext(t *testing.T) {
 		t.Errorf("logs:\n%s", logs.String())
 	}
 }
+
+func TestMetrics(t *testing.T) {
+	type obs struct {
+		id  string
+		err error
+	}
+	var got []obs
+	h := consume.Metrics(consume.ObserverFunc(func(m *consume.Message, took time.Duration, err error) {
+		if took < 0 {
+			t.Errorf("took %v", took)
+		}
+		got = append(got, obs{m.ID, err})
+	}))(consume.HandlerFunc(func(ctx context.Context, m *consume.Message) error {
+		if m.ID == "bad" {
+			return errors.New("boom")
+		}
+		return nil
+	}))
+	h.Handle(context.Background(), &consume.Message{Message: transport.Message{ID: "ok"}})
+	h.Handle(context.Background(), &consume.Message{Message: transport.Message{ID: "bad"}})
+	if len(got) != 2 || got[0].id != "ok" || got[0].err != nil || got[1].id != "bad" || got[1].err == nil {
+		t.Errorf("observed %+v", got)
+	}
+}
