@@ -1,0 +1,43 @@
+// Package jobs is a background job queue on ferry's engine: typed jobs
+// inserted in the caller's transaction, queues with their own
+// concurrency, weights and rate limits, delays, unique jobs, retries with
+// backoff, timeouts, and a dead state a person can retry from.
+//
+// A job is an outbox message whose destination is a worker in the same
+// process: its kind is the message type, its arguments the JSON payload,
+// its queue the lane. So a job inherits what the relay guarantees: it
+// exists if and only if the inserting transaction commits; it runs at
+// least once; jobs with the same key run one at a time across every
+// process, in insert order (a concurrency limit of one per key); a
+// process that dies loses its shard leases and its jobs run elsewhere;
+// ferry inspect, list, retry and exclude operate jobs like any message.
+//
+//	type SendEmail struct{ To string `json:"to"` }
+//	func (SendEmail) Kind() string { return "send_email" }
+//
+//	workers := jobs.NewWorkers()
+//	jobs.AddWorker(workers, func(ctx context.Context, job *jobs.Job[SendEmail]) error {
+//		return mailer.Send(ctx, job.Args.To)
+//	})
+//	client, err := jobs.NewClient(st, jobs.Config{Workers: workers,
+//		Queues: map[string]jobs.Queue{"default": {Concurrency: 50}, "reports": {Concurrency: 2, Weight: 1}}})
+//	go client.Run(ctx)
+//
+//	tx, _ := db.BeginTx(ctx, nil)
+//	// ... the business change ...
+//	client.Insert(ctx, tx, SendEmail{To: "ann@example.com"}, &jobs.InsertOpts{Unique: &jobs.Unique{ByArgs: true, Period: time.Hour}})
+//	tx.Commit()
+//
+// Errors: a worker's error runs the job again after a backoff until the
+// queue's MaxAttempts, then the job is dead (FAILED) with its last error;
+// NoRetry(err) kills it at once, Snooze(d) runs it again after d. Arguments
+// that do not decode kill the job with the decode error. Inserting a kind
+// no worker knows, or into a queue the client does not run, is an error
+// at insert, and nothing is inserted.
+//
+// Not yet built (see the issue "Job queue"): priorities within a queue,
+// cron schedules, cancelling a running job from another process, job
+// results and progress, per-key rate limits and concurrency limits above
+// one, uniqueness among chosen states, pause and resume, an HTTP insert
+// endpoint and ferry jobs enqueue.
+package jobs

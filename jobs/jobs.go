@@ -1,0 +1,197 @@
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ferry-dev/ferry"
+)
+
+// Topic is the outbox topic of every job; the job's kind is its message
+// type, its queue the message's lane.
+const Topic = "ferry.jobs"
+
+// DefaultQueue is the queue of a job inserted without one.
+const DefaultQueue = ferry.DefaultLane
+
+// Args are a job's arguments: a struct that encodes to JSON, whose Kind
+// names the job and picks its worker. Kinds are part of the stored data:
+// renaming one strands the jobs already inserted under the old name.
+type Args interface {
+	Kind() string
+}
+
+// Job is a job as its worker receives it.
+type Job[A Args] struct {
+	ID    string
+	Args  A
+	Queue string
+	// Key serializes jobs: jobs with the same key run one at a time, in
+	// insert order, across every process. Empty means none.
+	Key string
+	// Attempt counts the tries, from 1.
+	Attempt    int
+	InsertedAt time.Time
+}
+
+// InsertOpts are the options of one insert; the zero value inserts into
+// DefaultQueue to run at once.
+type InsertOpts struct {
+	// Queue is the queue (a lane of the relay) the job waits in.
+	Queue string
+	// ScheduledAt delays the job; zero runs it at once.
+	ScheduledAt time.Time
+	// Key, if set, makes jobs with the same key run one at a time, in
+	// insert order, across processes: a concurrency limit of one per key.
+	Key string
+	// Unique, if set, makes an insert that matches a job already there a
+	// no-op.
+	Unique *Unique
+}
+
+// Unique says when two inserts are the same job. The first insert wins;
+// the later ones return its id and insert nothing. A job stays there for
+// uniqueness until the relay's retention removes it after it is done.
+type Unique struct {
+	// ByArgs: jobs of the same kind and the same arguments (as JSON) are
+	// the same job.
+	ByArgs bool
+	// Key: jobs of the same kind and this key are the same job (with
+	// ByArgs, both must match).
+	Key string
+	// Period: only jobs inserted within the same period (aligned to the
+	// Unix epoch: the same hour for time.Hour) are the same job, so a job
+	// unique per hour can run again the next hour.
+	Period time.Duration
+}
+
+// InsertParams is one job of a bulk insert.
+type InsertParams struct {
+	Args Args
+	Opts *InsertOpts
+}
+
+// UnknownKindError is the error of an insert whose kind has no worker in
+// the client's Workers: nothing would ever run it.
+type UnknownKindError struct {
+	Kind string
+}
+
+func (e *UnknownKindError) Error() string {
+	return fmt.Sprintf("jobs: no worker for job kind %q: register one with jobs.AddWorker before inserting (or insert with a client whose Workers know it)", e.Kind)
+}
+
+// message turns a job into the outbox message that carries it.
+func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) {
+	if args == nil {
+		return ferry.Message{}, errors.New("jobs: insert of nil args")
+	}
+	kind := args.Kind()
+	if kind == "" {
+		return ferry.Message{}, fmt.Errorf("jobs: %T.Kind() is empty: a job kind names the job and picks its worker", args)
+	}
+	payload, err := json.Marshal(args)
+	if err != nil {
+		return ferry.Message{}, fmt.Errorf("jobs: encode the arguments of a %q job: %w", kind, err)
+	}
+	if opts == nil {
+		opts = &InsertOpts{}
+	}
+	m := ferry.Message{Lane: opts.Queue, Topic: Topic, Key: opts.Key, Type: kind, Payload: payload, DeliverAt: opts.ScheduledAt}
+	if u := opts.Unique; u != nil {
+		if !u.ByArgs && u.Key == "" {
+			return ferry.Message{}, fmt.Errorf("jobs: %q job: Unique needs ByArgs or a Key, or leave it nil", kind)
+		}
+		h := sha256.New()
+		h.Write([]byte(kind))
+		h.Write([]byte{0})
+		if u.ByArgs {
+			h.Write(payload)
+		}
+		h.Write([]byte{0})
+		h.Write([]byte(u.Key))
+		if u.Period > 0 {
+			h.Write([]byte{0})
+			h.Write(strconv.AppendInt(nil, now.UnixNano()/int64(u.Period), 10))
+		}
+		// The id is the uniqueness: the outbox skips an id it has.
+		m.ID = "unique:" + kind + ":" + hex.EncodeToString(h.Sum(nil)[:16])
+	}
+	return m, nil
+}
+
+// Insert adds a job in the caller's transaction: it exists, and will
+// run, if and only if tx commits. It returns the job's id (for a unique
+// job that was there already, the existing job's).
+func (c *Client) Insert(ctx context.Context, tx *sql.Tx, args Args, opts *InsertOpts) (string, error) {
+	msgs, err := c.messages([]InsertParams{{Args: args, Opts: opts}})
+	if err != nil {
+		return "", err
+	}
+	if err := c.outbox.Write(ctx, tx, msgs...); err != nil {
+		return "", err
+	}
+	return msgs[0].ID, nil
+}
+
+// InsertPgx is Insert in a pgx transaction.
+func (c *Client) InsertPgx(ctx context.Context, tx pgx.Tx, args Args, opts *InsertOpts) (string, error) {
+	msgs, err := c.messages([]InsertParams{{Args: args, Opts: opts}})
+	if err != nil {
+		return "", err
+	}
+	if err := c.outbox.WritePgx(ctx, tx, msgs...); err != nil {
+		return "", err
+	}
+	return msgs[0].ID, nil
+}
+
+// InsertMany adds jobs in bulk in the caller's transaction (PostgreSQL
+// COPY or multi-row INSERTs), returning their ids in order. Nothing is
+// inserted if one of them is invalid.
+func (c *Client) InsertMany(ctx context.Context, tx *sql.Tx, params []InsertParams) ([]string, error) {
+	msgs, err := c.messages(params)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.outbox.Write(ctx, tx, msgs...); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(msgs))
+	for i, m := range msgs {
+		ids[i] = m.ID
+	}
+	return ids, nil
+}
+
+// messages checks and encodes params.
+func (c *Client) messages(params []InsertParams) ([]ferry.Message, error) {
+	now := time.Now()
+	msgs := make([]ferry.Message, len(params))
+	for i, p := range params {
+		m, err := message(p.Args, p.Opts, now)
+		if err == nil && !c.workers.has(m.Type) {
+			err = &UnknownKindError{Kind: m.Type}
+		}
+		if err != nil {
+			if len(params) > 1 {
+				err = fmt.Errorf("job %d of %d: %w", i+1, len(params), err)
+			}
+			return nil, err
+		}
+		if m.ID == "" {
+			m.ID = ferry.NewID() // returned to the caller
+		}
+		msgs[i] = m
+	}
+	return msgs, nil
+}
