@@ -355,4 +355,6 @@ func TestKeysAndSchedules(t *testing.T) {
 	}
 }
 
-func ferryBackoff() relay.Backoff { return relay.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond} }
+func ferryBackoff() relay.Backoff {
+	return relay.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+}
