@@ -291,3 +291,20 @@ func TestConsume(t *testing.T) {
 		t.Errorf("webhook: %v", err)
 	}
 }
+
+// TestJobs runs the job queue benchmark small on SQLite and PostgreSQL:
+// every metric is reported, and the backlog is gone.
+func TestJobs(t *testing.T) {
+	for _, tc := range []struct{ name, url, dialect string }{
+		{"sqlite", sqliteURL(t), "sqlite"},
+		{"postgres", testdb.PostgresDSN(t), "postgres"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			results, err := Jobs(context.Background(), JobsConfig{DB: tc.url, Jobs: 2000, Chunk: 500, Duration: 500 * time.Millisecond, Rate: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkResults(t, results, "jobs", tc.dialect, []string{"ferry"}, []string{MetricDrainRate, MetricSustainedRate, MetricStartP50, MetricStartP99})
+		})
+	}
+}

@@ -28,6 +28,10 @@ const (
 	MetricSustainedBacklog = "sustained_backlog"
 	// MetricThroughput is what a consumer handled per second.
 	MetricThroughput = "throughput"
+	// MetricStartP50 and MetricStartP99 are the job queue's latency from
+	// an insert's commit to its worker starting, in milliseconds.
+	MetricStartP50 = "start_p50_ms"
+	MetricStartP99 = "start_p99_ms"
 
 	// MetricIdleP50 and MetricIdleP99 are the online lane's latency, commit
 	// to delivery, while it has the outbox to itself.
@@ -51,6 +55,7 @@ const (
 	UnitRate     = "msg/s"
 	UnitMillis   = "ms"
 	UnitMessages = "msg"
+	UnitJobRate  = "jobs/s"
 )
 
 // Systems measured.

@@ -18,7 +18,7 @@ import (
 func benchCommand() command {
 	return command{
 		name:    "bench",
-		args:    "relay|flood|consume [flags]",
+		args:    "relay|flood|jobs|consume [flags]",
 		summary: "measure the relay's throughput, the online lane's latency under a batch flood, or a consumer's throughput",
 		help: `Benchmarks, each on a fresh table of the database that is dropped at the end:
 
@@ -33,6 +33,11 @@ func benchCommand() command {
       to delivery, alone (idle_p50_ms, idle_p99_ms) and during the flood
       (online_p50_ms, online_p99_ms, online_max_ms), and batch_drain_rate,
       for ferry and, in the same run, for a single FIFO relay (system fifo).
+
+  ferry bench jobs --db URL [--jobs 200000] [--json]
+      The job queue with no-op jobs: drain_rate, sustained_rate, and
+      start_p50_ms and start_p99_ms at 500 jobs/s (bench/river: the same
+      for River).
 
   ferry bench consume [--transport kafka] [--keys 100] [--json]
       The seeds' Parallel Consumer experiment: one partition, 100 keys, a
@@ -163,6 +168,27 @@ their wait so far (lower_bound=true).`
 			}
 			return bench.Flood(ctx, cfg)
 		}
+	case "jobs":
+		var cfg bench.JobsConfig
+		synopsis = "--db URL [--jobs 200000] [--duration 10s] [--json]"
+		about = `Measures the job queue with no-op jobs on a fresh table: drain_rate (a
+preloaded backlog of --jobs run to completion by --workers workers),
+sustained_rate (jobs completed per second while --inserters insert batches
+of --insert-batch at full speed for --duration) and start_p50_ms and
+start_p99_ms (from an insert's commit to its worker starting, at --rate
+jobs per second, one per transaction). bench/river measures River the
+same way on the same database: scripts/bench-jobs.sh runs both.`
+		fs.IntVar(&cfg.Jobs, "jobs", 200_000, "jobs to preload and drain")
+		fs.IntVar(&cfg.Chunk, "chunk", 10_000, "jobs per transaction of the preload")
+		fs.IntVar(&cfg.Workers, "workers", 100, "the queue's concurrent jobs")
+		fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the sustained and latency phases")
+		fs.IntVar(&cfg.Inserters, "inserters", 4, "inserters of the sustained phase")
+		fs.IntVar(&cfg.InsertBatch, "insert-batch", 100, "jobs per transaction of each inserter")
+		fs.Float64Var(&cfg.Rate, "rate", 500, "jobs per second of the latency phase")
+		run = func(ctx context.Context) ([]bench.Result, error) {
+			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
+			return bench.Jobs(ctx, cfg)
+		}
 	case "consume":
 		var cfg bench.ConsumeConfig
 		synopsis = "[--transport kafka] [--messages N] [--keys 100] [--json]"
@@ -194,7 +220,7 @@ default, kafka, runs in process on franz-go's kfake.`
 			return bench.Consume(ctx, cfg)
 		}
 	default:
-		return usagef("unknown benchmark %q; give relay, flood or consume", which)
+		return usagef("unknown benchmark %q; give relay, flood, jobs or consume", which)
 	}
 	fs.Usage = func() {
 		w := fs.Output()
