@@ -335,7 +335,12 @@ func (sub *subscription) deliver(msg jetstream.Msg) (*transport.Delivery, error)
 	return transport.NewDelivery(m, -1, offset, redelivered, a), nil
 }
 
+// isClosed reports whether Close has begun: its first step ends life,
+// before it takes mu to set closed, so a Next woken by that must count it.
 func (sub *subscription) isClosed() bool {
+	if sub.life.Err() != nil {
+		return true
+	}
 	sub.mu.Lock()
 	defer sub.mu.Unlock()
 	return sub.closed
