@@ -53,18 +53,11 @@ import (
 	"github.com/ferry-dev/ferry/bench"
 )
 
-// The bench, system, metrics and unit of the results. The metric names
-// are the ones ferry bench jobs reports, so runs of the two line up.
+// The bench and system of the results; the metrics and units are
+// ferry's (package bench), so that runs of the two line up.
 const (
 	benchJobs   = "jobs"
 	systemRiver = "river"
-
-	metricDrainRate     = "drain_rate"
-	metricSustainedRate = "sustained_rate"
-	metricStartP50      = "start_p50_ms"
-	metricStartP99      = "start_p99_ms"
-
-	unitJobRate = "jobs/s"
 )
 
 // DefaultDB is the database the benchmark uses without --db.
@@ -114,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := config{Progress: stderr}
 	fs.StringVar(&cfg.DB, "db", DefaultDB, "PostgreSQL `URL`; the benchmark works in a schema of its own, dropped at the end")
 	fs.IntVar(&cfg.Jobs, "jobs", 200_000, "preloaded `jobs` of the drain phase")
-	fs.IntVar(&cfg.Chunk, "chunk", 5_000, "jobs per InsertMany while preloading")
+	fs.IntVar(&cfg.Chunk, "chunk", 10_000, "jobs per InsertMany while preloading")
 	fs.IntVar(&cfg.Workers, "workers", 100, "MaxWorkers of the default queue")
 	fs.DurationVar(&cfg.Duration, "duration", 10*time.Second, "length of the sustained and the latency phases")
 	fs.IntVar(&cfg.Inserters, "inserters", 4, "goroutines inserting in the sustained phase")
@@ -186,18 +179,22 @@ func benchmark(ctx context.Context, cfg config) (results []bench.Result, err err
 	}
 	defer func() { err = errors.Join(err, tb.close()) }()
 
+	// The parameters ferry bench jobs reports, in its order, then River's.
 	params := []bench.Param{
-		{Name: "workers", Value: cfg.Workers}, {Name: "chunk", Value: cfg.Chunk},
+		{Name: "workers", Value: cfg.Workers}, {Name: "duration_s", Value: cfg.Duration.Seconds()},
 		{Name: "inserters", Value: cfg.Inserters}, {Name: "insert_batch", Value: cfg.InsertBatch},
-		{Name: "duration_s", Value: cfg.Duration.Seconds()}, {Name: "rate", Value: cfg.Rate},
+		{Name: "rate", Value: cfg.Rate}, {Name: "cpus", Value: runtime.NumCPU()},
+		{Name: "chunk", Value: cfg.Chunk},
 		{Name: "fetch_cooldown_ms", Value: ms(cfg.FetchCooldown)},
 		{Name: "fetch_poll_interval_ms", Value: ms(cfg.FetchPollInterval)},
 		{Name: "pool_max_conns", Value: tb.pool.Config().MaxConns},
-		{Name: "river", Value: riverVersion()}, {Name: "cpus", Value: runtime.NumCPU()},
+		{Name: "river", Value: riverVersion()},
 	}
-	res := func(metric string, v float64, unit string, notes ...bench.Param) bench.Result {
+	// Messages is what the result is about, as in ferry's: the backlog,
+	// the jobs completed, the jobs timed.
+	res := func(metric string, v float64, unit string, n int, notes ...bench.Param) bench.Result {
 		return bench.Result{Bench: benchJobs, System: systemRiver, Metric: metric, Value: v, Unit: unit,
-			Messages: cfg.Jobs, DB: "postgres", Params: params, Notes: notes}
+			Messages: n, DB: "postgres", Params: params, Notes: notes}
 	}
 
 	// (a) Drain a preloaded backlog.
@@ -222,7 +219,7 @@ func benchmark(ctx context.Context, cfg config) (results []bench.Result, err err
 	}
 	took := last - start
 	progress(cfg, "drained %d jobs in %v", cfg.Jobs, took.Round(time.Millisecond))
-	results = append(results, res(metricDrainRate, rate(cfg.Jobs, took), unitJobRate,
+	results = append(results, res(bench.MetricDrainRate, rate(cfg.Jobs, took), bench.UnitJobRate, cfg.Jobs,
 		bench.Param{Name: "seconds", Value: round(took.Seconds())},
 		bench.Param{Name: "preload_rate", Value: round(rate(cfg.Jobs, loaded))}))
 
@@ -233,9 +230,8 @@ func benchmark(ctx context.Context, cfg config) (results []bench.Result, err err
 		return results, fmt.Errorf("sustained: %w", err)
 	}
 	progress(cfg, "sustained: inserted %d, completed %d in the window; %d left behind", s.inserted, s.completed, s.backlog)
-	results = append(results, res(metricSustainedRate, rate(int(s.completed), s.window), unitJobRate,
-		bench.Param{Name: "completed", Value: s.completed},
-		bench.Param{Name: "insert_rate", Value: round(rate(int(s.inserted), s.window))},
+	results = append(results, res(bench.MetricSustainedRate, rate(int(s.completed), s.window), bench.UnitJobRate, int(s.completed),
+		bench.Param{Name: "inserted_per_s", Value: round(rate(int(s.inserted), s.window))},
 		bench.Param{Name: "backlog", Value: s.backlog}))
 	progress(cfg, "sustained: waiting for the %d jobs left behind", s.backlog)
 	if _, err := tb.done.waitFor(ctx, tb.inserted.Load()); err != nil {
@@ -251,14 +247,13 @@ func benchmark(ctx context.Context, cfg config) (results []bench.Result, err err
 	st := summarize(l.lat)
 	progress(cfg, "latency: %d jobs (%.0f/s), start p50 %.2fms p99 %.2fms max %.2fms", l.inserted,
 		l.rate, ms(st.p50), ms(st.p99), ms(st.max))
-	notes := []bench.Param{{Name: "samples", Value: st.n}, {Name: "rate_measured", Value: round(l.rate)},
-		{Name: "over_100ms", Value: countOver(l.lat, 100*time.Millisecond)}}
-	if l.pending > 0 {
-		notes = append(notes, bench.Param{Name: "not_started", Value: l.pending}, bench.Param{Name: "lower_bound", Value: true})
-	}
+	// A job not started when the phase stopped waiting counts with a
+	// lower bound of its latency (see tracker.latencies).
+	notes := []bench.Param{{Name: "jobs", Value: l.inserted}, {Name: "not_started", Value: l.pending},
+		{Name: "rate_measured", Value: round(l.rate)}, {Name: "over_100ms", Value: countOver(l.lat, 100*time.Millisecond)}}
 	results = append(results,
-		res(metricStartP50, ms(st.p50), bench.UnitMillis, notes...),
-		res(metricStartP99, ms(st.p99), bench.UnitMillis, notes...))
+		res(bench.MetricStartP50, ms(st.p50), bench.UnitMillis, l.inserted, notes...),
+		res(bench.MetricStartP99, ms(st.p99), bench.UnitMillis, l.inserted, notes...))
 	return results, nil
 }
 
@@ -493,9 +488,9 @@ func (tb *testbed) latency(ctx context.Context, cfg config) (latencyResult, erro
 	pctx, cancel := context.WithTimeout(ctx, cfg.Duration)
 	defer cancel()
 	began := time.Now()
-	// A few goroutines, so that a slow insert delays the next one less
-	// than a whole interval; the schedule is the same.
-	made, err := pace(pctx, cfg.Rate, 4, func(ctx context.Context) error {
+	// Several goroutines, as in ferry bench jobs, so that a slow insert
+	// does not hold up the next; the schedule is the same.
+	made, err := pace(pctx, cfg.Rate, 8, func(ctx context.Context) error {
 		res, err := tb.client.Insert(ctx, noopArgs{}, nil)
 		if err != nil {
 			return err
