@@ -94,10 +94,10 @@ func TestRestartRedoesOnlyUnfinished(t *testing.T) {
 }
 
 // TestKeyOrderOnKafka runs the order checker against the Kafka transport:
-// 20,000 messages of 500 keys over 4 partitions, failures injected, key
-// order kept, each message handled to completion once.
+// 100,000 messages of 1,000 keys over 4 partitions, failures injected,
+// key order kept, each message handled to completion once.
 func TestKeyOrderOnKafka(t *testing.T) {
-	const n, keys = 20_000, 500
+	const n, keys = 100_000, 1_000
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, "orders"), kfake.GroupMinSessionTimeout(500*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +146,11 @@ func TestKeyOrderOnKafka(t *testing.T) {
 	}
 	stop := run(t, c)
 	waitFor(t, "every message handled", func() bool { return check.count() == n })
+	injected := 0
+	failures.Range(func(any, any) bool { injected++; return true })
+	if injected == 0 {
+		t.Fatal("no failure was injected; the test proves nothing")
+	}
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
