@@ -2,11 +2,13 @@ package jobs
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ferry-dev/ferry"
@@ -47,6 +49,8 @@ type Config struct {
 	// Retention is how long a completed job is kept (and so stays unique).
 	// Default 24h; negative deletes it on completion.
 	Retention time.Duration
+	// Periodic jobs are inserted on their schedules while the client runs.
+	Periodic []PeriodicJob
 	// Node names this process in the shard leases; default host-pid-random.
 	Node string
 	// Logger receives the client's logs; default slog.Default().
@@ -63,16 +67,31 @@ type Config struct {
 // e.g. "ferry_jobs") rather than the outbox of a relay that publishes to
 // brokers: two relays in one table share its shards between them.
 type Client struct {
-	store   ferry.Store
-	outbox  *ferry.Outbox
-	workers *Workers
-	relay   *relay.Relay
+	store    ferry.Store
+	db       *sql.DB
+	outbox   *ferry.Outbox
+	workers  *Workers
+	relay    *relay.Relay
+	periodic []PeriodicJob
+	log      *slog.Logger
 }
 
 // NewClient returns a client of the jobs in st.
 func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	if st == nil || cfg.Workers == nil {
 		return nil, errors.New("jobs: NewClient needs a store and Workers")
+	}
+	sq, ok := st.(sqlDB)
+	if !ok {
+		return nil, fmt.Errorf("jobs: the %s store has no SQL handle; use one of ferry's SQL stores", st.Dialect())
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	for i := range cfg.Periodic {
+		if err := cfg.Periodic[i].parse(cfg.Workers); err != nil {
+			return nil, err
+		}
 	}
 	if len(cfg.Queues) == 0 {
 		cfg.Queues = map[string]Queue{DefaultQueue: {}}
@@ -103,7 +122,14 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
-	return &Client{store: st, outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers, relay: r}, nil
+	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers,
+		relay: r, periodic: cfg.Periodic, log: cfg.Logger}
+	for _, p := range cfg.Periodic {
+		if _, err := c.messages([]InsertParams{{Args: p.Args, Opts: p.Opts}}); err != nil {
+			return nil, fmt.Errorf("periodic job %q: %w", p.Name, err)
+		}
+	}
+	return c, nil
 }
 
 func setDefault[T comparable](v *T, def T) {
@@ -116,4 +142,15 @@ func setDefault[T comparable](v *T, def T) {
 // Run runs the client's queues until ctx ends, then lets the running jobs
 // finish (within the relay's shutdown timeout; the others run again
 // later, elsewhere or after a restart).
-func (c *Client) Run(ctx context.Context) error { return c.relay.Run(ctx) }
+func (c *Client) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	for _, p := range c.periodic {
+		wg.Go(func() { c.schedule(ctx, p) })
+	}
+	return c.relay.Run(ctx)
+}
