@@ -35,8 +35,11 @@
 // no worker knows, or into a queue the client does not run, is an error
 // at insert, and nothing is inserted.
 //
+// Periodic jobs (Config.Periodic) are inserted on cron schedules, once
+// per tick across processes.
+//
 // Not yet built (see the issue "Job queue"): priorities within a queue,
-// cron schedules, cancelling a running job from another process, job
+// cancelling a running job from another process, job
 // results and progress, per-key rate limits and concurrency limits above
 // one, uniqueness among chosen states, pause and resume, an HTTP insert
 // endpoint and ferry jobs enqueue.
