@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strconv"
 	"sync"
 	"time"
 
@@ -93,6 +94,10 @@ type Options struct {
 	// (PartitionOrder handles one message per partition at a time
 	// whatever this says.)
 	Concurrency int
+	// MaxPerPartition, if positive, bounds the messages of one partition
+	// handled at once, so that a hot partition cannot take every handler:
+	// the goroutines per partition. Default: no bound beyond Concurrency.
+	MaxPerPartition int
 	// MaxInFlight bounds the messages received and not yet acknowledged,
 	// waiting ones included: the consumer stops reading at the bound.
 	// Default 16 × Concurrency.
@@ -179,6 +184,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 		slots:    make(chan struct{}, c.opts.MaxInFlight),
 		ready:    make(chan *job, c.opts.MaxInFlight),
 		waiting:  map[string][]*job{},
+		running:  map[string]int{},
+		parked:   map[string][]*job{},
 		finished: make(chan struct{}),
 	}
 
@@ -267,6 +274,8 @@ type scheduler struct {
 
 	mu       sync.Mutex
 	waiting  map[string][]*job // per busy key, the jobs behind the one in progress
+	running  map[string]int    // per partition, the jobs handed to workers (MaxPerPartition)
+	parked   map[string][]*job // per partition at its bound, the jobs whose key is free
 	closing  bool
 	pending  int // jobs received and not finished
 	finished chan struct{}
@@ -319,17 +328,57 @@ func (s *scheduler) submit(j *job) {
 		}
 		s.waiting[j.key] = nil
 	}
+	j = s.admit(j)
 	s.mu.Unlock()
-	s.ready <- j // never blocks: ready holds MaxInFlight
+	if j != nil {
+		s.ready <- j // never blocks: ready holds MaxInFlight
+	}
+}
+
+// partitionOf names j's partition for MaxPerPartition.
+func partitionOf(j *job) string {
+	return j.msg.Source + "\x00" + strconv.Itoa(int(j.msg.Partition))
+}
+
+// admit returns j if its partition may have one more job handled, or
+// parks it and returns nil. Callers hold mu.
+func (s *scheduler) admit(j *job) *job {
+	limit := s.c.opts.MaxPerPartition
+	if limit <= 0 {
+		return j
+	}
+	p := partitionOf(j)
+	if s.running[p] >= limit {
+		s.parked[p] = append(s.parked[p], j)
+		return nil
+	}
+	s.running[p]++
+	return j
 }
 
 // done releases j's key to the next job of the key.
 func (s *scheduler) done(j *job) {
 	s.mu.Lock()
-	var next *job
+	var ready []*job
+	if s.c.opts.MaxPerPartition > 0 {
+		p := partitionOf(j)
+		s.running[p]--
+		if q := s.parked[p]; len(q) > 0 {
+			s.running[p]++
+			ready, s.parked[p] = append(ready, q[0]), q[1:]
+		}
+		if s.running[p] == 0 && len(s.parked[p]) == 0 {
+			delete(s.running, p)
+			delete(s.parked, p)
+		}
+	}
 	if j.key != "" {
 		if q := s.waiting[j.key]; len(q) > 0 {
+			var next *job
 			next, s.waiting[j.key] = q[0], q[1:]
+			if next = s.admit(next); next != nil {
+				ready = append(ready, next)
+			}
 		} else {
 			delete(s.waiting, j.key)
 		}
@@ -338,8 +387,8 @@ func (s *scheduler) done(j *job) {
 	last := s.closing && s.pending == 0
 	s.mu.Unlock()
 	<-s.slots
-	if next != nil {
-		s.ready <- next
+	for _, r := range ready {
+		s.ready <- r
 	}
 	if last {
 		close(s.ready)

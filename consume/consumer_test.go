@@ -319,3 +319,30 @@ func TestCommands(t *testing.T) {
 		t.Fatal("the command was not handled")
 	}
 }
+
+// MaxPerPartition bounds the handlers one partition gets.
+func TestMaxPerPartition(t *testing.T) {
+	b := local.NewBroker()
+	publish(t, b.Publisher(), "orders", 0, 200, 20)
+	var running, peak, handled atomic.Int64
+	r := consume.NewRouter("billing")
+	r.Event("orders", "", consume.HandlerFunc(func(ctx context.Context, m *consume.Message) error {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(2 * time.Millisecond)
+		running.Add(-1)
+		handled.Add(1)
+		return nil
+	}))
+	c, _ := consume.New(consume.Options{Name: "billing", Subscriber: b.Subscriber(), Handler: r, Concurrency: 16, MaxPerPartition: 3, Logger: quiet})
+	run(t, c)
+	waitFor(t, "all 200", func() bool { return handled.Load() == 200 })
+	if p := peak.Load(); p > 3 || p < 2 {
+		t.Errorf("at most %d handled at once; want the bound, 3, reached and kept", p)
+	}
+}

@@ -139,7 +139,9 @@ func TestKeyOrderOnKafka(t *testing.T) {
 		check.handled(m)
 		return nil
 	}))
-	c, err := consume.New(consume.Options{Name: "billing", Subscriber: sub, Handler: r, Concurrency: 64,
+	// 8 handlers per partition: parallel beyond the 4 partitions, bounded
+	// per partition.
+	c, err := consume.New(consume.Options{Name: "billing", Subscriber: sub, Handler: r, Concurrency: 64, MaxPerPartition: 8,
 		InitialBackoff: 20 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
