@@ -19,7 +19,6 @@ import (
 	"github.com/ferry-dev/ferry/consume/inbox"
 	"github.com/ferry-dev/ferry/store"
 	"github.com/ferry-dev/ferry/store/sqlstore"
-	"github.com/ferry-dev/ferry/transport"
 	"github.com/ferry-dev/ferry/transport/webhook"
 )
 
@@ -324,7 +323,7 @@ func (c *ConsumeConfig) Build(ctx context.Context, log *slog.Logger) (_ *Consume
 			Name: con.Name, Subscriber: sub, Topics: con.Topics, Order: con.Order,
 			Concurrency: con.Concurrency, MaxAttempts: con.MaxAttempts,
 			InitialBackoff: con.InitialBackoff, MaxBackoff: con.MaxBackoff,
-			Handler: Forward(fwd, con.URL), Logger: log,
+			Handler: consume.Forward(fwd, con.URL), Logger: log,
 		}
 		if b.inbox != nil {
 			opts.Handler = onceEach(b.inbox, con.Name, opts.Handler)
@@ -406,24 +405,6 @@ func (b *ConsumersBuilt) Run(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// Forward returns a handler that pushes each message to url through p,
-// the endpoint of a service that handles it: 2xx is done, a refusal (a
-// 4xx other than those p retries) is permanent, and everything else is
-// retried.
-func Forward(p transport.Publisher, url string) consume.Handler {
-	return consume.HandlerFunc(func(ctx context.Context, m *consume.Message) error {
-		msg := m.Message
-		if msg.Topic == "" {
-			msg.Topic = m.Source
-		}
-		err := p.Publish(ctx, url, &msg)
-		if transport.IsRejected(err) {
-			return consume.Permanent(err)
-		}
-		return err
-	})
 }
 
 // Close closes the connections of the consumers.
