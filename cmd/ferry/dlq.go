@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -267,38 +266,17 @@ func runDLQList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return e.explain(err)
 	}
-	more := len(letters) > *limit
-	if more {
-		letters = letters[:*limit]
-	}
-	if *asJSON {
-		out := make([]letterReport, len(letters))
-		for i, l := range letters {
-			out[i] = letterReportOf(l)
-		}
-		enc := json.NewEncoder(c.stdout)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(out); err != nil {
-			return err
-		}
-	} else {
-		if len(letters) == 0 {
-			fmt.Fprintln(c.stdout, "no dead letters match")
-			return nil
-		}
-		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tDEAD AT (UTC)\tCONSUMER\tSOURCE\tID\tTYPE\tKEY\tATTEMPTS\tSTATUS\tREASON")
-		for _, l := range letters {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", l.Seq, l.DeadAt.UTC().Format(time.DateTime),
+	return printListing(c, letters, *limit, *asJSON, listing[deadletters.Letter, letterReport]{
+		seq:    func(l deadletters.Letter) int64 { return l.Seq },
+		report: letterReportOf,
+		none:   "no dead letters match",
+		header: "SEQ\tDEAD AT (UTC)\tCONSUMER\tSOURCE\tID\tTYPE\tKEY\tATTEMPTS\tSTATUS\tREASON",
+		row: func(l deadletters.Letter) string {
+			return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s", l.Seq, l.DeadAt.UTC().Format(time.DateTime),
 				cell(l.Consumer, 20), cell(l.Source, 30), cell(l.ID, 40), cell(l.Type, 30), cell(l.Key, 30),
 				l.Attempts, l.Status, cell(l.Reason, 60))
-		}
-		tw.Flush()
-	}
-	if more {
-		fmt.Fprintf(c.stderr, "showing the first %d; see the next ones with --after %d, or raise --limit\n", *limit, letters[len(letters)-1].Seq)
-	}
-	return nil
+		},
+	})
 }
 
 // dlqSelection is how replay and discard choose dead letters: by message

@@ -79,14 +79,40 @@ func runList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return db.explain(err)
 	}
-	more := len(recs) > *limit
+	return printListing(c, recs, *limit, *asJSON, listing[ferry.Record, messageReport]{
+		seq:    func(r ferry.Record) int64 { return r.Seq },
+		report: report,
+		none:   "no messages match",
+		header: "SEQ\tID\tLANE\tTOPIC\tKEY\tSTATUS\tATTEMPTS\tLAST ERROR",
+		row: func(r ferry.Record) string {
+			return fmt.Sprintf("%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s", r.Seq, cell(r.ID, 40), cell(r.Lane, 20), cell(r.Topic, 30),
+				cell(r.Key, 30), r.Status, r.Attempts, cell(r.LastError, 60))
+		},
+	})
+}
+
+// listing says how printListing shows items of type T: as JSON reports of
+// type R, or as table rows.
+type listing[T, R any] struct {
+	seq    func(T) int64 // the position --after pages on
+	report func(T) R
+	none   string // the line when nothing matches
+	header string // tab-separated column names
+	row    func(T) string
+}
+
+// printListing prints up to limit of items (one more was asked for, to
+// tell whether more match) as indented JSON or as a table, and says on
+// stderr how to see the next ones.
+func printListing[T, R any](c *cli, items []T, limit int, asJSON bool, l listing[T, R]) error {
+	more := len(items) > limit
 	if more {
-		recs = recs[:*limit]
+		items = items[:limit]
 	}
-	if *asJSON {
-		out := make([]messageReport, len(recs))
-		for i, r := range recs {
-			out[i] = report(r)
+	if asJSON {
+		out := make([]R, len(items))
+		for i, it := range items {
+			out[i] = l.report(it)
 		}
 		enc := json.NewEncoder(c.stdout)
 		enc.SetIndent("", "  ")
@@ -94,20 +120,19 @@ func runList(ctx context.Context, c *cli, args []string) error {
 			return err
 		}
 	} else {
-		if len(recs) == 0 {
-			fmt.Fprintln(c.stdout, "no messages match")
+		if len(items) == 0 {
+			fmt.Fprintln(c.stdout, l.none)
 			return nil
 		}
 		tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-		fmt.Fprintln(tw, "SEQ\tID\tLANE\tTOPIC\tKEY\tSTATUS\tATTEMPTS\tLAST ERROR")
-		for _, r := range recs {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", r.Seq, cell(r.ID, 40), cell(r.Lane, 20), cell(r.Topic, 30),
-				cell(r.Key, 30), r.Status, r.Attempts, cell(r.LastError, 60))
+		fmt.Fprintln(tw, l.header)
+		for _, it := range items {
+			fmt.Fprintln(tw, l.row(it))
 		}
 		tw.Flush()
 	}
 	if more {
-		fmt.Fprintf(c.stderr, "showing the first %d; see the next ones with --after %d, or raise --limit\n", *limit, recs[len(recs)-1].Seq)
+		fmt.Fprintf(c.stderr, "showing the first %d; see the next ones with --after %d, or raise --limit\n", limit, l.seq(items[len(items)-1]))
 	}
 	return nil
 }
