@@ -36,11 +36,12 @@
 // at insert, and nothing is inserted.
 //
 // Periodic jobs (Config.Periodic) are inserted on cron schedules, once
-// per tick across processes.
+// per tick across processes. Client.Handler is an HTTP endpoint that
+// inserts jobs for services in other languages.
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
 // cancelling a running job from another process, job
 // results and progress, per-key rate limits and concurrency limits above
-// one, uniqueness among chosen states, pause and resume, an HTTP insert
-// endpoint and ferry jobs enqueue.
+// one, uniqueness among chosen states, pause and resume, and ferry jobs
+// enqueue.
 package jobs
