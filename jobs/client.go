@@ -152,5 +152,6 @@ func (c *Client) Run(ctx context.Context) error {
 	for _, p := range c.periodic {
 		wg.Go(func() { c.schedule(ctx, p) })
 	}
+	wg.Go(func() { c.watchCancels(ctx) })
 	return c.relay.Run(ctx)
 }

@@ -37,10 +37,11 @@
 //
 // Periodic jobs (Config.Periodic) are inserted on cron schedules, once
 // per tick across processes. Client.Handler is an HTTP endpoint that
-// inserts jobs for services in other languages.
+// inserts jobs for services in other languages. Client.Cancel cancels a
+// waiting or running job from any process.
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
-// cancelling a running job from another process, job
+// job
 // results and progress, per-key rate limits and concurrency limits above
 // one, uniqueness among chosen states, pause and resume, and ferry jobs
 // enqueue.

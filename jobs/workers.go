@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -14,8 +15,9 @@ import (
 // Workers holds the worker of each job kind. Register workers with
 // AddWorker before the client inserts or runs.
 type Workers struct {
-	mu    sync.RWMutex
-	kinds map[string]kind
+	mu      sync.RWMutex
+	kinds   map[string]kind
+	running map[string]context.CancelCauseFunc // by job id, for Cancel
 }
 
 // kind is what Workers knows of one job kind.
@@ -28,7 +30,7 @@ type kind struct {
 
 // NewWorkers returns an empty set of workers.
 func NewWorkers() *Workers {
-	return &Workers{kinds: map[string]kind{}}
+	return &Workers{kinds: map[string]kind{}, running: map[string]context.CancelCauseFunc{}}
 }
 
 // AddWorker registers work as the worker of the jobs whose arguments are
@@ -98,12 +100,46 @@ func (w *Workers) Deliver(ctx context.Context, r *ferry.Record) (err error) {
 	if !ok {
 		return ferry.Permanent(&UnknownKindError{Kind: r.Type})
 	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	w.mu.Lock()
+	w.running[r.ID] = cancel
+	w.mu.Unlock()
 	defer func() {
+		w.mu.Lock()
+		delete(w.running, r.ID)
+		w.mu.Unlock()
+		if errors.Is(context.Cause(ctx), ErrCancelled) {
+			// Not a failure to retry: the job is EXCLUDED already, and the
+			// relay must not run it again from memory.
+			err = NoRetry(fmt.Errorf("jobs: %q job %s: %w", r.Type, r.ID, ErrCancelled))
+		}
+		cancel(nil)
 		if p := recover(); p != nil {
 			err = fmt.Errorf("jobs: %q job %s panicked: %v", r.Type, r.ID, p)
 		}
 	}()
 	return kd.work(ctx, r)
+}
+
+// runningIDs returns the ids of the jobs running here.
+func (w *Workers) runningIDs() []string {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	ids := make([]string, 0, len(w.running))
+	for id := range w.running {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// cancel cancels the job with id if it runs here.
+func (w *Workers) cancel(id string) {
+	w.mu.RLock()
+	cancel := w.running[id]
+	w.mu.RUnlock()
+	if cancel != nil {
+		cancel(ErrCancelled)
+	}
 }
 
 // NoRetry wraps err so that the job is dead at once instead of retried:
