@@ -41,8 +41,7 @@
 // waiting or running job from any process.
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
-// job
-// results and progress, per-key rate limits and concurrency limits above
-// one, uniqueness among chosen states, pause and resume, and ferry jobs
-// enqueue.
+// job results and progress, per-key rate limits and concurrency limits
+// above one, uniqueness among chosen states, pause and resume, and ferry
+// jobs enqueue.
 package jobs
