@@ -42,6 +42,6 @@
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
 // job results and progress, per-key rate limits and concurrency limits
-// above one, uniqueness among chosen states, pause and resume, and ferry
-// jobs enqueue.
+// above one, uniqueness among chosen states, pause and resume.
+// InsertJSON inserts without a client, for tools (ferry jobs enqueue).
 package jobs

@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"database/sql"
@@ -103,6 +104,11 @@ func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) 
 	if err != nil {
 		return ferry.Message{}, fmt.Errorf("jobs: encode the arguments of a %q job: %w", kind, err)
 	}
+	return rawMessage(kind, payload, opts, now)
+}
+
+// rawMessage is message with the arguments already encoded.
+func rawMessage(kind string, payload []byte, opts *InsertOpts, now time.Time) (ferry.Message, error) {
 	if opts == nil {
 		opts = &InsertOpts{}
 	}
@@ -115,7 +121,11 @@ func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) 
 		h.Write([]byte(kind))
 		h.Write([]byte{0})
 		if u.ByArgs {
-			h.Write(payload)
+			canon, err := canonical(payload)
+			if err != nil {
+				return ferry.Message{}, fmt.Errorf("jobs: %q job: the arguments are not JSON: %w", kind, err)
+			}
+			h.Write(canon)
 		}
 		h.Write([]byte{0})
 		h.Write([]byte(u.Key))
@@ -127,6 +137,45 @@ func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) 
 		m.ID = "unique:" + kind + ":" + hex.EncodeToString(h.Sum(nil)[:16])
 	}
 	return m, nil
+}
+
+// canonical re-encodes JSON with object keys sorted and no spaces, so
+// that the same arguments are the same bytes whether a Go struct or
+// another language wrote them.
+func canonical(data []byte) ([]byte, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, err
+	}
+	return json.Marshal(v)
+}
+
+// InsertJSON adds a job of kind with arguments already in JSON (an object)
+// in the caller's transaction, without a client: for tools such as ferry
+// jobs enqueue, which do not have the workers. Nothing checks that a
+// worker knows kind or that the queue is run: such a job waits until a
+// client with that worker runs that queue. A unique job's id is the same
+// as a Go insert of the same arguments would give.
+func InsertJSON(ctx context.Context, tx *sql.Tx, st ferry.Store, kind string, args []byte, opts *InsertOpts) (string, error) {
+	if kind == "" {
+		return "", errors.New("jobs: the job kind is empty: it names the job and picks its worker")
+	}
+	if trimmed := bytes.TrimSpace(args); len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
+		return "", fmt.Errorf("jobs: the arguments of a %q job must be a JSON object, such as {\"to\": \"ann@example.com\"}", kind)
+	}
+	m, err := rawMessage(kind, bytes.TrimSpace(args), opts, time.Now())
+	if err != nil {
+		return "", err
+	}
+	if m.ID == "" {
+		m.ID = ferry.NewID()
+	}
+	if err := ferry.NewOutbox(st).Write(ctx, tx, m); err != nil {
+		return "", err
+	}
+	return m.ID, nil
 }
 
 // Insert adds a job in the caller's transaction: it exists, and will

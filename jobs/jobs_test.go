@@ -358,3 +358,52 @@ func TestKeysAndSchedules(t *testing.T) {
 func ferryBackoff() relay.Backoff {
 	return relay.Backoff{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}
 }
+
+// A job inserted as JSON by a tool runs with the typed worker, and a
+// unique one has the id a Go insert of the same arguments has, whatever
+// the key order and spacing of the JSON.
+func TestInsertJSON(t *testing.T) {
+	st := sqliteStore(t)
+	workers := jobs.NewWorkers()
+	got := make(chan SendEmail, 2)
+	jobs.AddWorker(workers, func(ctx context.Context, job *jobs.Job[SendEmail]) error { got <- job.Args; return nil })
+	c, _ := jobs.NewClient(st, jobs.Config{Workers: workers, Logger: quiet})
+	unique := &jobs.InsertOpts{Unique: &jobs.Unique{ByArgs: true}}
+	goID := insert(t, st, c, SendEmail{To: "ann", Subject: "Hi"}, unique)
+
+	ctx := context.Background()
+	tx, _ := st.SQLDB().BeginTx(ctx, nil)
+	jsonID, err := jobs.InsertJSON(ctx, tx, st, "send_email", []byte(` {"subject": "Hi",  "to": "ann"} `), unique)
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherID, err := jobs.InsertJSON(ctx, tx, st, "send_email", []byte(`{"to": "bob"}`), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := jobs.InsertJSON(ctx, tx, st, "send_email", []byte(`"ann"`), nil); err == nil || !strings.Contains(err.Error(), "must be a JSON object") {
+		t.Errorf("arguments that are not an object: %v", err)
+	}
+	tx.Commit()
+	if jsonID != goID || otherID == goID {
+		t.Fatalf("ids %s (JSON) and %s (Go) for the same unique job; %s for another", jsonID, goID, otherID)
+	}
+	start(t, c)
+	seen := map[string]bool{}
+	for range 2 {
+		select {
+		case a := <-got:
+			seen[a.To] = true
+		case <-time.After(30 * time.Second):
+			t.Fatal("the jobs did not run")
+		}
+	}
+	if !seen["ann"] || !seen["bob"] {
+		t.Errorf("ran %v", seen)
+	}
+	select {
+	case a := <-got:
+		t.Errorf("a third job ran: %+v; the unique one was inserted twice", a)
+	case <-time.After(200 * time.Millisecond):
+	}
+}

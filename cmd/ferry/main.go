@@ -35,6 +35,7 @@ func commands() []command {
 	return []command{
 		relayCommand(),
 		consumeCommand(),
+		jobsCommand(),
 		migrateCommand(),
 		configCommand(),
 		inspectCommand(),
