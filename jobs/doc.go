@@ -37,11 +37,11 @@
 //
 // Periodic jobs (Config.Periodic) are inserted on cron schedules, once
 // per tick across processes. Client.Handler is an HTTP endpoint that
-// inserts jobs for services in other languages. Client.Cancel cancels a
-// waiting or running job from any process.
+// inserts jobs for services in other languages; InsertJSON inserts one
+// without a client, for tools (ferry jobs enqueue). Client.Cancel cancels
+// a waiting or running job from any process.
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
 // job results and progress, per-key rate limits and concurrency limits
 // above one, uniqueness among chosen states, pause and resume.
-// InsertJSON inserts without a client, for tools (ferry jobs enqueue).
 package jobs
