@@ -96,3 +96,23 @@ func RetryLater(err error, after time.Duration) error {
 	}
 	return &RetryLaterError{Err: err, After: after}
 }
+
+// PostponedError asks the relay to try a message again after After
+// without counting a failed attempt: the destination did not fail, it is
+// not ready for the message yet (a rate limit, a job that snoozes). The
+// message keeps its place in its key's order meanwhile.
+type PostponedError struct {
+	Reason string
+	After  time.Duration
+}
+
+func (e *PostponedError) Error() string {
+	return fmt.Sprintf("postponed for %v: %s", e.After, e.Reason)
+}
+
+// Postpone returns the error that makes the relay try a message again
+// after d, without spending its retry budget; reason says why, for logs
+// and the stored last error.
+func Postpone(d time.Duration, reason string) error {
+	return &PostponedError{Reason: reason, After: max(d, 0)}
+}

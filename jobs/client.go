@@ -35,7 +35,23 @@ type Queue struct {
 	// at the deadline. Default 1 minute.
 	Timeout time.Duration
 	// Backoff spaces the retries; default 1s doubling to 1h, with jitter.
+	// A kind's RetryWith policy replaces it for that kind.
 	Backoff relay.Backoff
+	// KeyConcurrency is how many jobs of one key (InsertOpts.Key) run at
+	// once, across every process. Default 1, which also runs them in
+	// insert order; above 1 the order of a key's jobs is not kept. The
+	// limit holds because a key is spread over KeyConcurrency relay keys,
+	// each run one job at a time by the one process that leases it: a
+	// key's jobs are spread over its slots at insert, so one slow job
+	// holds back the later jobs of its own slot, not the others.
+	KeyConcurrency int
+	// KeyRate limits how many jobs of one key start per second (a token
+	// bucket of KeyBurst, at least 1), across every process: a job over
+	// the rate is postponed without spending an attempt. 0 means no
+	// limit. The bucket lives in the process that leases the key, so when
+	// a key moves to another process it starts with a full burst.
+	KeyRate  float64
+	KeyBurst int
 }
 
 // Config configures a Client.
@@ -71,6 +87,7 @@ type Client struct {
 	db       *sql.DB
 	outbox   *ferry.Outbox
 	workers  *Workers
+	queues   map[string]Queue // with defaults
 	relay    *relay.Relay
 	periodic []PeriodicJob
 	log      *slog.Logger
@@ -100,7 +117,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		cfg.Retention = 24 * time.Hour
 	}
 	names := slices.Sorted(maps.Keys(cfg.Queues))
-	var lanes []relay.Lane
+	queues := make(map[string]Queue, len(names))
 	for _, name := range names {
 		q := cfg.Queues[name]
 		setDefault(&q.Concurrency, 100)
@@ -108,13 +125,23 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		setDefault(&q.Timeout, time.Minute)
 		setDefault(&q.Backoff.Initial, time.Second)
 		setDefault(&q.Backoff.Max, time.Hour)
+		setDefault(&q.KeyConcurrency, 1)
+		if q.KeyConcurrency < 0 || q.KeyRate < 0 {
+			return nil, fmt.Errorf("jobs: queue %q: KeyConcurrency and KeyRate must not be negative", name)
+		}
+		queues[name] = q
+	}
+	run := newRunner(cfg.Workers, queues)
+	var lanes []relay.Lane
+	for _, name := range names {
+		q := queues[name]
 		lanes = append(lanes, relay.Lane{Name: name, Weight: q.Weight, Concurrency: q.Concurrency, Rate: q.Rate, Burst: q.Burst,
-			MaxAttempts: q.MaxAttempts, Timeout: q.Timeout, Backoff: q.Backoff, OnFailed: relay.Skip})
+			MaxAttempts: unlimitedAttempts, Timeout: q.Timeout, RetryDelay: run.retryDelay(q), OnFailed: relay.Skip})
 	}
 	r, err := relay.New(relay.Options{
 		Store:     st,
 		Lanes:     lanes,
-		Routes:    []relay.Route{{Topic: Topic, Destination: cfg.Workers}},
+		Routes:    []relay.Route{{Topic: Topic, Destination: run}},
 		Node:      cfg.Node,
 		Retention: cfg.Retention,
 		Logger:    cfg.Logger,
@@ -123,7 +150,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers,
-		relay: r, periodic: cfg.Periodic, log: cfg.Logger}
+		queues: queues, relay: r, periodic: cfg.Periodic, log: cfg.Logger}
 	for _, p := range cfg.Periodic {
 		if _, err := c.messages([]InsertParams{{Args: p.Args, Opts: p.Opts}}); err != nil {
 			return nil, fmt.Errorf("periodic job %q: %w", p.Name, err)

@@ -60,8 +60,9 @@ type InsertOpts struct {
 }
 
 // Unique says when two inserts are the same job. The first insert wins;
-// the later ones return its id and insert nothing. A job stays there for
-// uniqueness until the relay's retention removes it after it is done.
+// the later ones return its id and insert nothing. By default a job stays
+// there for uniqueness until the relay's retention removes it after it is
+// done; States narrows that.
 type Unique struct {
 	// ByArgs: jobs of the same kind and the same arguments (as JSON) are
 	// the same job.
@@ -73,6 +74,14 @@ type Unique struct {
 	// Unix epoch: the same hour for time.Hour) are the same job, so a job
 	// unique per hour can run again the next hour.
 	Period time.Duration
+	// States, if set, are the states in which an earlier job blocks a new
+	// insert; an earlier job in another state steps aside (it keeps its
+	// history under the id "<id>~<random>") and the new job takes the
+	// id. For example {ferry.StatusWaiting} allows one pending job at a
+	// time (waiting, scheduled, retrying or running: the outbox does not
+	// tell them apart), and a new one as soon as it completed, died or
+	// was cancelled. Nil means every state.
+	States []ferry.Status
 }
 
 // InsertParams is one job of a bulk insert.
@@ -116,6 +125,11 @@ func rawMessage(kind string, payload []byte, opts *InsertOpts, now time.Time) (f
 	if u := opts.Unique; u != nil {
 		if !u.ByArgs && u.Key == "" {
 			return ferry.Message{}, fmt.Errorf("jobs: %q job: Unique needs ByArgs or a Key, or leave it nil", kind)
+		}
+		for _, s := range u.States {
+			if !s.Valid() {
+				return ferry.Message{}, fmt.Errorf("jobs: %q job: Unique.States: %q is not a state; use ferry.StatusWaiting, StatusDone, StatusFailed or StatusExcluded", kind, s)
+			}
 		}
 		h := sha256.New()
 		h.Write([]byte(kind))
@@ -172,6 +186,9 @@ func InsertJSON(ctx context.Context, tx *sql.Tx, st ferry.Store, kind string, ar
 	if m.ID == "" {
 		m.ID = ferry.NewID()
 	}
+	if err := freeUniqueIDs(ctx, st, sqlTx{tx}, []ferry.Message{m}, []InsertParams{{Opts: opts}}); err != nil {
+		return "", err
+	}
 	if err := ferry.NewOutbox(st).Write(ctx, tx, m); err != nil {
 		return "", err
 	}
@@ -186,6 +203,9 @@ func (c *Client) Insert(ctx context.Context, tx *sql.Tx, args Args, opts *Insert
 	if err != nil {
 		return "", err
 	}
+	if err := freeUniqueIDs(ctx, c.store, sqlTx{tx}, msgs, []InsertParams{{Args: args, Opts: opts}}); err != nil {
+		return "", err
+	}
 	if err := c.outbox.Write(ctx, tx, msgs...); err != nil {
 		return "", err
 	}
@@ -196,6 +216,9 @@ func (c *Client) Insert(ctx context.Context, tx *sql.Tx, args Args, opts *Insert
 func (c *Client) InsertPgx(ctx context.Context, tx pgx.Tx, args Args, opts *InsertOpts) (string, error) {
 	msgs, err := c.messages([]InsertParams{{Args: args, Opts: opts}})
 	if err != nil {
+		return "", err
+	}
+	if err := freeUniqueIDs(ctx, c.store, pgxTx{tx}, msgs, []InsertParams{{Args: args, Opts: opts}}); err != nil {
 		return "", err
 	}
 	if err := c.outbox.WritePgx(ctx, tx, msgs...); err != nil {
@@ -210,6 +233,9 @@ func (c *Client) InsertPgx(ctx context.Context, tx pgx.Tx, args Args, opts *Inse
 func (c *Client) InsertMany(ctx context.Context, tx *sql.Tx, params []InsertParams) ([]string, error) {
 	msgs, err := c.messages(params)
 	if err != nil {
+		return nil, err
+	}
+	if err := freeUniqueIDs(ctx, c.store, sqlTx{tx}, msgs, params); err != nil {
 		return nil, err
 	}
 	if err := c.outbox.Write(ctx, tx, msgs...); err != nil {
@@ -239,6 +265,10 @@ func (c *Client) messages(params []InsertParams) ([]ferry.Message, error) {
 		}
 		if m.ID == "" {
 			m.ID = ferry.NewID() // returned to the caller
+		}
+		if n := c.queues[queueName(m.Lane)].KeyConcurrency; m.Key != "" && n > 1 {
+			m.Headers = map[string]string{keyHeader: m.Key}
+			m.Key = relayKey(m.Key, n)
 		}
 		msgs[i] = m
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/ferry-dev/ferry/internal/testdb"
 	"github.com/ferry-dev/ferry/jobs"
 	"github.com/ferry-dev/ferry/relay"
+	"github.com/ferry-dev/ferry/store/mysql"
 	"github.com/ferry-dev/ferry/store/postgres"
 	"github.com/ferry-dev/ferry/store/sqlite"
 	"github.com/ferry-dev/ferry/store/sqlstore"
@@ -118,9 +119,28 @@ func status(t *testing.T, st store, id string) ferry.Record {
 	return recs[0]
 }
 
+func mysqlStore(t *testing.T) store {
+	t.Helper()
+	table := testdb.Table(t)
+	st, err := mysql.Open(context.Background(), testdb.MySQLDSN(t), sqlstore.Options{Table: table})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		testdb.DropOutbox(st.DB, table, st.Dialect())
+		st.Close()
+	})
+	if err := st.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// forEachStore runs f on each database the jobs can live in.
 func forEachStore(t *testing.T, f func(t *testing.T, st store)) {
 	t.Run("sqlite", func(t *testing.T) { t.Parallel(); f(t, sqliteStore(t)) })
 	t.Run("postgres", func(t *testing.T) { t.Parallel(); f(t, postgresStore(t)) })
+	t.Run("mysql", func(t *testing.T) { t.Parallel(); f(t, mysqlStore(t)) })
 }
 
 // A job inserted in a transaction that rolls back never runs; one that

@@ -26,6 +26,7 @@ type kind struct {
 	// decode reads arguments from JSON, for inserts that come as JSON
 	// (the HTTP endpoint).
 	decode func(data []byte) (Args, error)
+	opts   kindOpts
 }
 
 // NewWorkers returns an empty set of workers.
@@ -42,7 +43,11 @@ func NewWorkers() *Workers {
 // the error, until a person retries it (ferry retry) or discards it
 // (ferry exclude). NoRetry(err) kills it at once; Snooze(d) runs it again
 // after d.
-func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) error) {
+func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) error, opts ...KindOption) {
+	var ko kindOpts
+	for _, o := range opts {
+		o(&ko)
+	}
 	var zero A
 	name := zero.Kind()
 	if name == "" {
@@ -55,7 +60,7 @@ func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) e
 	}
 	w.kinds[name] = kind{
 		work: func(ctx context.Context, r *ferry.Record) error {
-			job := &Job[A]{ID: r.ID, Queue: r.Lane, Key: r.Key, Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt}
+			job := &Job[A]{ID: r.ID, Queue: r.Lane, Key: jobKey(r), Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt}
 			if err := json.Unmarshal(r.Payload, &job.Args); err != nil {
 				return NoRetry(fmt.Errorf("jobs: decode the arguments of %q job %s: %w; the job is dead: fix the producer, then discard or retry it", name, r.ID, err))
 			}
@@ -70,6 +75,7 @@ func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) e
 			}
 			return args, nil
 		},
+		opts: ko,
 	}
 }
 
@@ -142,12 +148,21 @@ func (w *Workers) cancel(id string) {
 	}
 }
 
+// kindOf returns what w knows of kind k.
+func (w *Workers) kindOf(k string) (kind, bool) {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	kd, ok := w.kinds[k]
+	return kd, ok
+}
+
 // NoRetry wraps err so that the job is dead at once instead of retried:
 // for errors that retrying cannot fix.
 func NoRetry(err error) error { return ferry.Permanent(err) }
 
-// Snooze returns the error that runs the job again after d. The snooze
-// counts as an attempt.
+// Snooze returns the error that runs the job again after d. A snooze is
+// not a failure: it spends none of the job's attempts, and Job.Attempt
+// stays the same on the next run.
 func Snooze(d time.Duration) error {
-	return ferry.RetryLater(fmt.Errorf("jobs: snoozed for %v", d), d)
+	return ferry.Postpone(d, "the job snoozed")
 }

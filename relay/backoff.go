@@ -5,11 +5,11 @@ import (
 	"time"
 )
 
-// delay returns how long to wait before attempt+1, after attempt failed
+// Delay returns how long to wait before attempt+1, after attempt failed
 // attempts: Initial doubling per attempt up to Max, then a random point in
 // the upper half, so that messages that failed together do not retry in
 // lockstep.
-func (b Backoff) delay(attempt int) time.Duration {
+func (b Backoff) Delay(attempt int) time.Duration {
 	d := b.Initial
 	for i := 1; i < attempt && d < b.Max; i++ {
 		d *= 2

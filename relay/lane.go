@@ -492,6 +492,15 @@ func (l *lane) finish(st *laneState, res result) {
 		l.next(st, e)
 		return
 	}
+	var postponed *ferry.PostponedError
+	if errors.As(res.err, &postponed) {
+		// Not a failure: the attempt count and the retry budget stay.
+		e.dueAt = time.Now().Add(postponed.After)
+		l.acker.add(ferry.Outcome{Seq: e.rec.Seq, Status: ferry.StatusWaiting, Attempts: e.rec.Attempts,
+			AvailableAt: e.dueAt, Error: res.err.Error()})
+		st.retries.add(e, e.dueAt)
+		return
+	}
 	e.rec.Attempts++
 	msg := res.err.Error()
 	if ferry.IsPermanent(res.err) || e.rec.Attempts >= l.cfg.MaxAttempts {
@@ -507,10 +516,15 @@ func (l *lane) finish(st *laneState, res result) {
 		l.next(st, e)
 		return
 	}
-	delay := l.cfg.Backoff.delay(e.rec.Attempts)
-	var later *ferry.RetryLaterError
-	if errors.As(res.err, &later) && later.After > delay {
-		delay = min(later.After, l.cfg.Backoff.Max)
+	var delay time.Duration
+	if l.cfg.RetryDelay != nil {
+		delay = l.cfg.RetryDelay(&e.rec, res.err)
+	} else {
+		delay = l.cfg.Backoff.Delay(e.rec.Attempts)
+		var later *ferry.RetryLaterError
+		if errors.As(res.err, &later) && later.After > delay {
+			delay = min(later.After, l.cfg.Backoff.Max)
+		}
 	}
 	e.dueAt = time.Now().Add(delay)
 	l.r.log.Debug("delivery failed; will retry", "lane", l.cfg.Name, "seq", e.rec.Seq, "attempts", e.rec.Attempts,

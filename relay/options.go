@@ -74,6 +74,12 @@ type Lane struct {
 	MaxAttempts int
 	// Backoff spaces out retries. Default: 1s doubling to 5m, with jitter.
 	Backoff Backoff
+	// RetryDelay, if set, replaces Backoff (and a ferry.RetryLater's
+	// wait): it returns how long a message that failed with err waits
+	// before its next attempt; r.Attempts counts the failures, this one
+	// included. For destinations with retry policies of their own, such as
+	// the job queue's per-kind policies.
+	RetryDelay func(r *ferry.Record, err error) time.Duration
 	// OnFailed says what happens to the later messages of a key whose
 	// message became FAILED. Default Hold.
 	OnFailed FailedPolicy

@@ -1,0 +1,143 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/ferry-dev/ferry"
+)
+
+// keyHeader carries a job's key when the queue spreads a key over several
+// relay keys (Queue.KeyConcurrency above one).
+const keyHeader = "ferry-job-key"
+
+// unlimitedAttempts is the relay lane's budget: the client decides when a
+// job is dead (per kind), the relay only records it.
+const unlimitedAttempts = math.MaxInt32
+
+// relayKey returns the relay key of a job with key in a queue that runs
+// up to n jobs of one key at once. The relay runs the messages of one key
+// one at a time across every process (the key's shard is leased to one
+// process), so a key spread over n relay keys runs at most n at once,
+// everywhere.
+func relayKey(key string, n int) string {
+	if key == "" || n <= 1 {
+		return key
+	}
+	return key + "#" + strconv.Itoa(rand.IntN(n))
+}
+
+// jobKey returns the key the job was inserted with.
+func jobKey(r *ferry.Record) string {
+	if k, ok := r.Headers[keyHeader]; ok {
+		return k
+	}
+	return r.Key
+}
+
+// runner is the relay's destination for jobs: it applies the per-kind
+// attempt limits and the per-key rate limits around the workers.
+type runner struct {
+	workers *Workers
+	queues  map[string]Queue
+
+	mu       sync.Mutex
+	limiters map[string]*rate.Limiter // by queue and relay key
+}
+
+func newRunner(w *Workers, queues map[string]Queue) *runner {
+	return &runner{workers: w, queues: queues, limiters: map[string]*rate.Limiter{}}
+}
+
+// Deliver runs r's job, or postpones it while its key is over its rate.
+func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
+	q := ru.queues[r.Lane]
+	if q.KeyRate > 0 && r.Key != "" {
+		if wait := ru.reserve(r.Lane, r.Key, q); wait > 0 {
+			return ferry.Postpone(wait, fmt.Sprintf("key %q is over its rate of %v jobs/s", jobKey(r), q.KeyRate))
+		}
+	}
+	err := ru.workers.Deliver(ctx, r)
+	if err == nil || ferry.IsPermanent(err) {
+		return err
+	}
+	var postponed *ferry.PostponedError
+	if errors.As(err, &postponed) {
+		return err
+	}
+	limit := q.MaxAttempts
+	if kd, ok := ru.workers.kindOf(r.Type); ok && kd.opts.maxAttempts > 0 {
+		limit = kd.opts.maxAttempts
+	}
+	if attempt := r.Attempts + 1; attempt >= limit {
+		return ferry.Permanent(fmt.Errorf("attempt %d of %d: %w", attempt, limit, err))
+	}
+	return err
+}
+
+// retryDelay is the relay's RetryDelay for a queue: the kind's policy, or
+// the queue's backoff (stretched to a RetryLater's wait, within the
+// backoff's maximum).
+func (ru *runner) retryDelay(q Queue) func(r *ferry.Record, err error) time.Duration {
+	return func(r *ferry.Record, err error) time.Duration {
+		if kd, ok := ru.workers.kindOf(r.Type); ok && kd.opts.retry != nil {
+			return max(kd.opts.retry(r.Attempts, err), 0)
+		}
+		d := q.Backoff.Delay(r.Attempts)
+		var later *ferry.RetryLaterError
+		if errors.As(err, &later) && later.After > d {
+			d = min(later.After, q.Backoff.Max)
+		}
+		return d
+	}
+}
+
+// reserve takes a token of the key's bucket, or returns how long until
+// one is free. A key spread over n relay keys gets 1/n of the rate on
+// each, so the key as a whole keeps to it.
+func (ru *runner) reserve(queue, key string, q Queue) time.Duration {
+	id := queue + "\x00" + key
+	ru.mu.Lock()
+	lim := ru.limiters[id]
+	if lim == nil {
+		if len(ru.limiters) >= 10000 {
+			ru.sweepLocked()
+		}
+		n := float64(max(q.KeyConcurrency, 1))
+		lim = rate.NewLimiter(rate.Limit(q.KeyRate/n), max(1, int(float64(q.KeyBurst)/n)))
+		ru.limiters[id] = lim
+	}
+	ru.mu.Unlock()
+	res := lim.Reserve()
+	wait := res.Delay()
+	if wait > 0 {
+		res.Cancel()
+	}
+	return wait
+}
+
+// sweepLocked forgets the buckets that are full: a new bucket would be
+// the same.
+func (ru *runner) sweepLocked() {
+	for id, lim := range ru.limiters {
+		if lim.Tokens() >= float64(lim.Burst()) {
+			delete(ru.limiters, id)
+		}
+	}
+}
+
+// queueName is the queue of a job inserted into q: DefaultQueue for "".
+func queueName(q string) string {
+	if q == "" {
+		return DefaultQueue
+	}
+	return q
+}
