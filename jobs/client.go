@@ -69,6 +69,11 @@ type Config struct {
 	Periodic []PeriodicJob
 	// Node names this process in the shard leases; default host-pid-random.
 	Node string
+	// LeaseTTL is how long this process's shard leases last without
+	// renewal (relay.Options.LeaseTTL): the jobs of a process that dies,
+	// running ones included, run again elsewhere after about this long.
+	// Default 10s; at least 300ms.
+	LeaseTTL time.Duration
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
 }
@@ -143,6 +148,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		Lanes:     lanes,
 		Routes:    []relay.Route{{Topic: Topic, Destination: run}},
 		Node:      cfg.Node,
+		LeaseTTL:  cfg.LeaseTTL,
 		Retention: cfg.Retention,
 		Logger:    cfg.Logger,
 	})
