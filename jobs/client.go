@@ -136,7 +136,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		}
 		queues[name] = q
 	}
-	run := newRunner(cfg.Workers, queues)
+	run := newRunner(cfg.Logger, cfg.Workers, queues)
 	var lanes []relay.Lane
 	for _, name := range names {
 		q := queues[name]

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -46,6 +48,7 @@ func jobKey(r *ferry.Record) string {
 // runner is the relay's destination for jobs: it applies the per-kind
 // attempt limits and the per-key rate limits around the workers.
 type runner struct {
+	log     *slog.Logger
 	workers *Workers
 	queues  map[string]Queue
 
@@ -53,8 +56,8 @@ type runner struct {
 	limiters map[string]*rate.Limiter // by queue and relay key
 }
 
-func newRunner(w *Workers, queues map[string]Queue) *runner {
-	return &runner{workers: w, queues: queues, limiters: map[string]*rate.Limiter{}}
+func newRunner(log *slog.Logger, w *Workers, queues map[string]Queue) *runner {
+	return &runner{log: log, workers: w, queues: queues, limiters: map[string]*rate.Limiter{}}
 }
 
 // Deliver runs r's job, or postpones it while its key is over its rate.
@@ -65,7 +68,10 @@ func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
 			return ferry.Postpone(wait, fmt.Sprintf("key %q is over its rate of %v jobs/s", jobKey(r), q.KeyRate))
 		}
 	}
-	err := ru.workers.Deliver(ctx, r)
+	err := ru.runReported(ctx, r)
+	if err == nil && ctx.Err() != nil {
+		err = ctx.Err() // the job returned after its deadline: the attempt failed
+	}
 	if err == nil || ferry.IsPermanent(err) {
 		return err
 	}
@@ -79,6 +85,32 @@ func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
 	}
 	if attempt := r.Attempts + 1; attempt >= limit {
 		return ferry.Permanent(fmt.Errorf("attempt %d of %d: %w", attempt, limit, err))
+	}
+	return err
+}
+
+// overdueGrace is how long past its deadline a job may run before it is
+// reported as ignoring its context.
+const overdueGrace = time.Second
+
+// runReported runs r's job and reports it if it goes on running past its
+// deadline: Go cannot stop a goroutine, so a job that ignores its context
+// holds its worker until it returns, and a person must know.
+func (ru *runner) runReported(ctx context.Context, r *ferry.Record) error {
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		return ru.workers.Deliver(ctx, r)
+	}
+	var overdue atomic.Bool
+	report := time.AfterFunc(time.Until(deadline)+overdueGrace, func() {
+		overdue.Store(true)
+		ru.log.Warn("jobs: a job ignores its deadline: it still runs after its timeout and holds a worker until it returns; make it return when its context is done",
+			"kind", r.Type, "id", r.ID, "queue", r.Lane, "past_deadline", overdueGrace)
+	})
+	err := ru.workers.Deliver(ctx, r)
+	if !report.Stop() && overdue.Load() {
+		ru.log.Warn("jobs: a job that ignored its deadline returned", "kind", r.Type, "id", r.ID, "queue", r.Lane,
+			"past_deadline", time.Since(deadline).Round(time.Millisecond), "err", err)
 	}
 	return err
 }

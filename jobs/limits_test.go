@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -250,5 +251,52 @@ func TestKeyRate(t *testing.T) {
 	// n jobs at 40/s with a burst of 1 take at least (n-1)/40 s.
 	if span, least := s[n-1].Sub(s[0]), time.Duration(float64(n-1)/rate*float64(time.Second)); span < least*9/10 {
 		t.Errorf("%d jobs of one key started within %v; the rate allows no less than %v", n, span, least)
+	}
+}
+
+// syncBuffer is a log destination tests can read while clients write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// A job that ignores its context past the deadline is reported while it
+// runs, and again when it returns; its attempt fails with the deadline.
+func TestJobIgnoringDeadlineIsReported(t *testing.T) {
+	st := sqliteStore(t)
+	var logs syncBuffer
+	workers := jobs.NewWorkers()
+	release := make(chan struct{})
+	jobs.AddWorker(workers, func(ctx context.Context, job *jobs.Job[Charge]) error {
+		<-release // ignores ctx
+		return nil
+	})
+	c, _ := jobs.NewClient(st, jobs.Config{Workers: workers, Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		Queues: map[string]jobs.Queue{jobs.DefaultQueue: {Timeout: 50 * time.Millisecond, MaxAttempts: 1}}})
+	id := insert(t, st, c, Charge{Account: "stuck"}, nil)
+	start(t, c)
+	waitFor(t, "the report", func() bool { return strings.Contains(logs.String(), "a job ignores its deadline") })
+	if !strings.Contains(logs.String(), "id="+id) {
+		t.Errorf("the report does not name the job:\n%s", logs.String())
+	}
+	close(release)
+	waitFor(t, "the job dead", func() bool { return status(t, st, id).Status == ferry.StatusFailed })
+	if r := status(t, st, id); !strings.Contains(r.LastError, "deadline exceeded") {
+		t.Errorf("last error %q", r.LastError)
+	}
+	if !strings.Contains(logs.String(), "a job that ignored its deadline returned") {
+		t.Errorf("no report of the return:\n%s", logs.String())
 	}
 }
