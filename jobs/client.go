@@ -74,6 +74,7 @@ type Client struct {
 	relay    *relay.Relay
 	periodic []PeriodicJob
 	log      *slog.Logger
+	tables   *tables // outputs, progress and error history
 }
 
 // NewClient returns a client of the jobs in st.
@@ -99,6 +100,11 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	if cfg.Retention == 0 {
 		cfg.Retention = 24 * time.Hour
 	}
+	tb, err := newTables(st)
+	if err != nil {
+		return nil, err
+	}
+	run := &runner{workers: cfg.Workers, tables: tb, keepOutput: cfg.Retention >= 0, log: cfg.Logger}
 	names := slices.Sorted(maps.Keys(cfg.Queues))
 	var lanes []relay.Lane
 	for _, name := range names {
@@ -114,7 +120,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	r, err := relay.New(relay.Options{
 		Store:     st,
 		Lanes:     lanes,
-		Routes:    []relay.Route{{Topic: Topic, Destination: cfg.Workers}},
+		Routes:    []relay.Route{{Topic: Topic, Destination: run}},
 		Node:      cfg.Node,
 		Retention: cfg.Retention,
 		Logger:    cfg.Logger,
@@ -123,7 +129,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers,
-		relay: r, periodic: cfg.Periodic, log: cfg.Logger}
+		relay: r, periodic: cfg.Periodic, log: cfg.Logger, tables: tb}
 	for _, p := range cfg.Periodic {
 		if _, err := c.messages([]InsertParams{{Args: p.Args, Opts: p.Opts}}); err != nil {
 			return nil, fmt.Errorf("periodic job %q: %w", p.Name, err)
@@ -141,7 +147,10 @@ func setDefault[T comparable](v *T, def T) {
 
 // Run runs the client's queues until ctx ends, then lets the running jobs
 // finish (within the relay's shutdown timeout; the others run again
-// later, elsewhere or after a restart).
+// later, elsewhere or after a restart). It expects the job tables
+// (Migrate): without them it logs an error and runs the jobs all the
+// same, but their outputs cannot be stored (a job that sets one fails)
+// nor their errors kept beyond the last.
 func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -153,5 +162,6 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Go(func() { c.schedule(ctx, p) })
 	}
 	wg.Go(func() { c.watchCancels(ctx) })
+	wg.Go(func() { c.sweep(ctx) })
 	return c.relay.Run(ctx)
 }
