@@ -96,6 +96,7 @@ type Client struct {
 	relay    *relay.Relay
 	periodic []PeriodicJob
 	log      *slog.Logger
+	tables   *tables // outputs, progress and error history
 }
 
 // NewClient returns a client of the jobs in st.
@@ -121,6 +122,10 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	if cfg.Retention == 0 {
 		cfg.Retention = 24 * time.Hour
 	}
+	tb, err := newTables(st)
+	if err != nil {
+		return nil, err
+	}
 	names := slices.Sorted(maps.Keys(cfg.Queues))
 	queues := make(map[string]Queue, len(names))
 	for _, name := range names {
@@ -136,7 +141,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		}
 		queues[name] = q
 	}
-	run := newRunner(cfg.Logger, cfg.Workers, queues)
+	run := newRunner(cfg.Logger, cfg.Workers, queues, tb, cfg.Retention >= 0)
 	var lanes []relay.Lane
 	for _, name := range names {
 		q := queues[name]
@@ -156,7 +161,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
 	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers,
-		queues: queues, relay: r, periodic: cfg.Periodic, log: cfg.Logger}
+		queues: queues, relay: r, periodic: cfg.Periodic, log: cfg.Logger, tables: tb}
 	for _, p := range cfg.Periodic {
 		if _, err := c.messages([]InsertParams{{Args: p.Args, Opts: p.Opts}}); err != nil {
 			return nil, fmt.Errorf("periodic job %q: %w", p.Name, err)
@@ -174,7 +179,10 @@ func setDefault[T comparable](v *T, def T) {
 
 // Run runs the client's queues until ctx ends, then lets the running jobs
 // finish (within the relay's shutdown timeout; the others run again
-// later, elsewhere or after a restart).
+// later, elsewhere or after a restart). It expects the job tables
+// (Migrate): without them it logs an error and runs the jobs all the
+// same, but their outputs cannot be stored (a job that sets one fails)
+// nor their errors kept beyond the last.
 func (c *Client) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
@@ -186,5 +194,6 @@ func (c *Client) Run(ctx context.Context) error {
 		wg.Go(func() { c.schedule(ctx, p) })
 	}
 	wg.Go(func() { c.watchCancels(ctx) })
+	wg.Go(func() { c.sweep(ctx) })
 	return c.relay.Run(ctx)
 }

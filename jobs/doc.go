@@ -21,6 +21,7 @@
 //	})
 //	client, err := jobs.NewClient(st, jobs.Config{Workers: workers,
 //		Queues: map[string]jobs.Queue{"default": {Concurrency: 50}, "reports": {Concurrency: 2, Weight: 1}}})
+//	client.Migrate(ctx) // the outbox table and the job tables beside it
 //	go client.Run(ctx)
 //
 //	tx, _ := db.BeginTx(ctx, nil)
@@ -35,6 +36,20 @@
 // no worker knows, or into a queue the client does not run, is an error
 // at insert, and nothing is inserted.
 //
+// Results: a worker can leave a small output (Job.SetOutput), stored
+// when it returns nil and before the job is marked completed, and report
+// progress while it runs (Job.Progress), stored at once. Each failed
+// attempt's error is kept with its attempt number and time, whatever
+// failed it (an error, a panic, a timeout, arguments that do not decode);
+// the outbox row keeps only the last. Client.Job reads all of it, with
+// the job's state, from any process (Lookup without a client; ferry jobs
+// show from a shell). It lives in two tables beside the jobs' table T:
+// T_results and T_errors, which Client.Migrate (or ferry migrate --jobs)
+// creates. Their rows go when their job does: every minute, Run deletes
+// in batches those of jobs the relay's retention deleted. Client.Retry runs
+// a dead job again with a fresh budget; Client.Discard gives up on a dead
+// or waiting one.
+//
 // Periodic jobs (Config.Periodic) are inserted on cron schedules, once
 // per tick across processes. Client.Handler is an HTTP endpoint that
 // inserts jobs for services in other languages; InsertJSON inserts one
@@ -42,6 +57,6 @@
 // a waiting or running job from any process.
 //
 // Not yet built (see the issue "Job queue"): priorities within a queue,
-// job results and progress, per-key rate limits and concurrency limits
-// above one, uniqueness among chosen states, pause and resume.
+// per-key rate limits and concurrency limits above one, uniqueness among
+// chosen states, pause and resume.
 package jobs

@@ -42,6 +42,8 @@ type Job[A Args] struct {
 	// Attempt counts the tries, from 1.
 	Attempt    int
 	InsertedAt time.Time
+
+	run *attempt // for SetOutput and Progress; nil in a Job built by hand
 }
 
 // InsertOpts are the options of one insert; the zero value inserts into

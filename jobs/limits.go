@@ -51,16 +51,24 @@ type runner struct {
 	log     *slog.Logger
 	workers *Workers
 	queues  map[string]Queue
+	tables  *tables
+	// keepOutput is false when completed jobs are deleted at once
+	// (negative Retention): their output would have no job to read it by.
+	keepOutput bool
 
 	mu       sync.Mutex
 	limiters map[string]*rate.Limiter // by queue and relay key
 }
 
-func newRunner(log *slog.Logger, w *Workers, queues map[string]Queue) *runner {
-	return &runner{log: log, workers: w, queues: queues, limiters: map[string]*rate.Limiter{}}
+func newRunner(log *slog.Logger, w *Workers, queues map[string]Queue, tb *tables, keepOutput bool) *runner {
+	return &runner{log: log, workers: w, queues: queues, tables: tb, keepOutput: keepOutput, limiters: map[string]*rate.Limiter{}}
 }
 
-// Deliver runs r's job, or postpones it while its key is over its rate.
+// Deliver runs r's job, or postpones it while its key is over its rate,
+// and stores what the attempt leaves behind: the output of one that
+// succeeds, the error of one that fails. Its error decides the job's
+// outcome: nil done, permanent dead, postponed later without spending an
+// attempt, any other retried.
 func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
 	q := ru.queues[r.Lane]
 	if q.KeyRate > 0 && r.Key != "" {
@@ -68,24 +76,35 @@ func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
 			return ferry.Postpone(wait, fmt.Sprintf("key %q is over its rate of %v jobs/s", jobKey(r), q.KeyRate))
 		}
 	}
-	err := ru.runReported(ctx, r)
+	run := &attempt{rec: r, tables: ru.tables}
+	err := ru.runReported(ctx, r, run)
 	if err == nil && ctx.Err() != nil {
-		err = ctx.Err() // the job returned after its deadline: the attempt failed
+		// The relay fails an attempt that outlived its deadline even if
+		// the worker returned nil; so does the history, and the output of
+		// an attempt that failed is not stored.
+		err = ctx.Err()
 	}
-	if err == nil || ferry.IsPermanent(err) {
-		return err
+	if out := run.result(); err == nil && out != nil && ru.keepOutput {
+		// Stored before the relay records the job DONE: a reader who sees
+		// it completed finds its output.
+		if werr := ru.tables.store(ctx, ru.tables.setOutput, r, out); werr != nil {
+			err = fmt.Errorf("jobs: store the output of %q job %s: %w; the job runs again", r.Type, r.ID, werr)
+		}
 	}
 	var postponed *ferry.PostponedError
-	if errors.As(err, &postponed) {
+	if err == nil || errors.As(err, &postponed) {
 		return err
 	}
-	limit := q.MaxAttempts
-	if kd, ok := ru.workers.kindOf(r.Type); ok && kd.opts.maxAttempts > 0 {
-		limit = kd.opts.maxAttempts
+	if !ferry.IsPermanent(err) {
+		limit := q.MaxAttempts
+		if kd, ok := ru.workers.kindOf(r.Type); ok && kd.opts.maxAttempts > 0 {
+			limit = kd.opts.maxAttempts
+		}
+		if attempt := r.Attempts + 1; attempt >= limit {
+			err = ferry.Permanent(fmt.Errorf("attempt %d of %d: %w", attempt, limit, err))
+		}
 	}
-	if attempt := r.Attempts + 1; attempt >= limit {
-		return ferry.Permanent(fmt.Errorf("attempt %d of %d: %w", attempt, limit, err))
-	}
+	ru.record(ctx, r, err)
 	return err
 }
 
@@ -96,10 +115,10 @@ const overdueGrace = time.Second
 // runReported runs r's job and reports it if it goes on running past its
 // deadline: Go cannot stop a goroutine, so a job that ignores its context
 // holds its worker until it returns, and a person must know.
-func (ru *runner) runReported(ctx context.Context, r *ferry.Record) error {
+func (ru *runner) runReported(ctx context.Context, r *ferry.Record, run *attempt) error {
 	deadline, ok := ctx.Deadline()
 	if !ok {
-		return ru.workers.Deliver(ctx, r)
+		return ru.workers.deliver(ctx, r, run)
 	}
 	var overdue atomic.Bool
 	report := time.AfterFunc(time.Until(deadline)+overdueGrace, func() {
@@ -107,7 +126,7 @@ func (ru *runner) runReported(ctx context.Context, r *ferry.Record) error {
 		ru.log.Warn("jobs: a job ignores its deadline: it still runs after its timeout and holds a worker until it returns; make it return when its context is done",
 			"kind", r.Type, "id", r.ID, "queue", r.Lane, "past_deadline", overdueGrace)
 	})
-	err := ru.workers.Deliver(ctx, r)
+	err := ru.workers.deliver(ctx, r, run)
 	if !report.Stop() && overdue.Load() {
 		ru.log.Warn("jobs: a job that ignored its deadline returned", "kind", r.Type, "id", r.ID, "queue", r.Lane,
 			"past_deadline", time.Since(deadline).Round(time.Millisecond), "err", err)

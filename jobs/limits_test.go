@@ -254,24 +254,6 @@ func TestKeyRate(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination tests can read while clients write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A job that ignores its context past the deadline is reported while it
 // runs, and again when it returns; its attempt fails with the deadline.
 func TestJobIgnoringDeadlineIsReported(t *testing.T) {

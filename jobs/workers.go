@@ -22,7 +22,7 @@ type Workers struct {
 
 // kind is what Workers knows of one job kind.
 type kind struct {
-	work func(ctx context.Context, r *ferry.Record) error
+	work func(ctx context.Context, r *ferry.Record, run *attempt) error
 	// decode reads arguments from JSON, for inserts that come as JSON
 	// (the HTTP endpoint).
 	decode func(data []byte) (Args, error)
@@ -38,11 +38,15 @@ func NewWorkers() *Workers {
 // of type A. It panics if A's kind is empty or already has a worker:
 // programming errors that should stop the program at start.
 //
-// A nil error completes the job. An error makes the job run again after
-// a backoff, until the queue's MaxAttempts; then it is dead (FAILED), with
-// the error, until a person retries it (ferry retry) or discards it
-// (ferry exclude). NoRetry(err) kills it at once; Snooze(d) runs it again
-// after d.
+// A nil error completes the job (with the output of Job.SetOutput). An
+// error, kept in the job's history, makes the job run again after a
+// backoff, until the queue's MaxAttempts; then it is dead (FAILED), with
+// the error, until a person retries it (Client.Retry, ferry retry) or
+// discards it (Client.Discard, ferry exclude). NoRetry(err) kills it at
+// once; Snooze(d) runs it again after d.
+//
+// Options (MaxAttempts, RetryWith) set the kind's own attempt limit and
+// retry policy.
 func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) error, opts ...KindOption) {
 	var ko kindOpts
 	for _, o := range opts {
@@ -59,8 +63,8 @@ func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) e
 		panic(fmt.Sprintf("jobs: AddWorker: job kind %q already has a worker", name))
 	}
 	w.kinds[name] = kind{
-		work: func(ctx context.Context, r *ferry.Record) error {
-			job := &Job[A]{ID: r.ID, Queue: r.Lane, Key: jobKey(r), Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt}
+		work: func(ctx context.Context, r *ferry.Record, run *attempt) error {
+			job := &Job[A]{ID: r.ID, Queue: r.Lane, Key: jobKey(r), Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt, run: run}
 			if err := json.Unmarshal(r.Payload, &job.Args); err != nil {
 				return NoRetry(fmt.Errorf("jobs: decode the arguments of %q job %s: %w; the job is dead: fix the producer, then discard or retry it", name, r.ID, err))
 			}
@@ -97,9 +101,17 @@ func (w *Workers) has(kind string) bool {
 	return ok
 }
 
-// Deliver runs the worker of r's kind: Workers is the relay's destination
-// for jobs. A panic in a worker fails the attempt instead of the process.
-func (w *Workers) Deliver(ctx context.Context, r *ferry.Record) (err error) {
+// Deliver runs the worker of r's kind, for a relay of your own whose
+// destination is Workers; a Client's relay also stores outputs, progress
+// and error history, which this alone does not. A panic in a worker fails
+// the attempt instead of the process.
+func (w *Workers) Deliver(ctx context.Context, r *ferry.Record) error {
+	return w.deliver(ctx, r, nil)
+}
+
+// deliver is Deliver for one attempt, run, whose output and progress the
+// worker's Job reaches; nil outside a Client.
+func (w *Workers) deliver(ctx context.Context, r *ferry.Record, run *attempt) (err error) {
 	w.mu.RLock()
 	kd, ok := w.kinds[r.Type]
 	w.mu.RUnlock()
@@ -124,7 +136,7 @@ func (w *Workers) Deliver(ctx context.Context, r *ferry.Record) (err error) {
 			err = fmt.Errorf("jobs: %q job %s panicked: %v", r.Type, r.ID, p)
 		}
 	}()
-	return kd.work(ctx, r)
+	return kd.work(ctx, r, run)
 }
 
 // runningIDs returns the ids of the jobs running here.

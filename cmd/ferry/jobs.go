@@ -16,24 +16,35 @@ const defaultJobsTable = "ferry_jobs"
 func jobsCommand() command {
 	return command{
 		name:    "jobs",
-		args:    "enqueue --db URL --kind KIND --args JSON [--queue Q] [--in D | --at TIME] [--key K] [--unique-args] [--unique-key K] [--unique-period D]",
-		summary: "insert a background job, for scripts and services in other languages",
-		help: `Inserts one job into the jobs table (--table, default ` + defaultJobsTable + `) for the
-workers of a jobs.Client to run, and prints its id. --args is the job's
-arguments as a JSON object. Nothing here knows the workers: a kind no
-worker has, or a queue no client runs, waits until one does; the client's
-HTTP endpoint (jobs.Client.Handler) checks both at insert.
+		args:    "enqueue --db URL --kind KIND --args JSON [--queue Q] [--in D | --at TIME] [--key K] [--unique-args] [--unique-key K] [--unique-period D]\n       ferry jobs show --db URL [--json] ID",
+		summary: "insert a background job, or show one's state, output and errors",
+		help: `enqueue inserts one job into the jobs table (--table, default ` + defaultJobsTable + `) for
+the workers of a jobs.Client to run, and prints its id. --args is the
+job's arguments as a JSON object. Nothing here knows the workers: a kind
+no worker has, or a queue no client runs, waits until one does; the
+client's HTTP endpoint (jobs.Client.Handler) checks both at insert.
 
 A unique job (--unique-args: same kind and arguments; --unique-key K;
 within --unique-period) that exists already is not inserted again; its id
-is printed.`,
+is printed.
+
+show prints a job: its state, attempts, the error of each failed attempt
+with its time, its output and progress (--json for the jobs.JobInfo as
+JSON). It needs the job tables: ferry migrate --jobs.`,
 		run: runJobs,
 	}
 }
 
 func runJobs(ctx context.Context, c *cli, args []string) error {
+	if len(args) > 0 && args[0] == "show" {
+		return runJobsShow(ctx, c, args[1:])
+	}
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "-help" || args[0] == "--help") {
+		c.flags().Usage()
+		return errHelp
+	}
 	if len(args) == 0 || args[0] != "enqueue" {
-		return usagef("give a subcommand: ferry jobs enqueue --db URL --kind KIND --args JSON")
+		return usagef("give a subcommand: ferry jobs enqueue --db URL --kind KIND --args JSON, or ferry jobs show --db URL ID")
 	}
 	fs := c.flags()
 	var dbf dbFlags
