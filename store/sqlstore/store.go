@@ -589,8 +589,8 @@ func (s *Store) Stats(ctx context.Context) ([]ferry.LaneStats, error) {
 
 // Pause adds lane to the paused lanes.
 func (s *Store) Pause(ctx context.Context, lane string) error {
-	if lane == "" {
-		return errors.New("ferry: pause: the lane name is empty; name the lane to pause")
+	if lane == "" || len(lane) > ferry.MaxNameLen {
+		return fmt.Errorf("ferry: pause: lane name %q is not 1 to %d bytes long, as lane names are; name the lane to pause", lane, ferry.MaxNameLen)
 	}
 	if _, err := s.DB.ExecContext(ctx, s.q(s.d.PauseLane), lane); err != nil {
 		return fmt.Errorf("ferry: pause lane %s: %w", lane, err)
