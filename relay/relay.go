@@ -23,6 +23,7 @@ type Relay struct {
 	node  string
 	log   *slog.Logger
 	gate  *fairGate
+	pools map[string]*pool
 	lanes map[string]*lane
 	owned atomic.Pointer[shardSet]
 
@@ -51,12 +52,15 @@ func New(opts Options) (*Relay, error) {
 		o.Node = defaultNode()
 	}
 	r := &Relay{opts: o, node: o.Node, log: o.Logger.With("node", o.Node),
-		lanes: map[string]*lane{}, routes: map[string]ferry.Destination{}}
+		pools: map[string]*pool{}, lanes: map[string]*lane{}, routes: map[string]ferry.Destination{}}
 	weights := map[string]int{}
 	for _, l := range o.Lanes {
 		weights[l.Name] = l.Weight
 	}
 	r.gate = newFairGate(max(4, 2*len(o.Lanes)), weights)
+	for _, p := range o.Pools {
+		r.pools[p.Name] = newPool(p)
+	}
 	for _, l := range o.Lanes {
 		r.lanes[l.Name] = newLane(r, l)
 	}
@@ -107,6 +111,11 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// Before any delivery: a paused lane must not start one.
+	r.firstPaused(ctx)
+	if ctx.Err() != nil {
+		return nil
+	}
 	var wg sync.WaitGroup
 	laneCtx, stopLanes := context.WithCancel(ctx)
 	defer stopLanes()
@@ -117,6 +126,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { r.leaseLoop(bgCtx) })
 	bg.Go(func() { r.cleanupLoop(bgCtx) })
+	bg.Go(func() { r.pauseLoop(bgCtx) })
 	if n, ok := r.opts.Store.(ferry.Notifier); ok {
 		bg.Go(func() { r.listenLoop(bgCtx, n) })
 	}
