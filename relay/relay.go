@@ -114,6 +114,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	// Before any delivery: a paused lane must not start one.
 	r.firstPaused(ctx)
 	if ctx.Err() != nil {
+		r.releaseLeases(ctx)
 		return nil
 	}
 	var wg sync.WaitGroup
@@ -136,13 +137,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopBackground()
 	bg.Wait()
 	r.async.Wait()
+	r.releaseLeases(ctx)
+	r.log.Info("relay stopped")
+	return nil
+}
+
+// releaseLeases gives up every shard lease, after ctx is done, so that
+// other instances take the shards over at once.
+func (r *Relay) releaseLeases(ctx context.Context) {
 	release, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := r.opts.Store.Release(release, r.node, nil); err != nil {
 		r.log.Warn("could not release shard leases; other instances take them over when they expire", "error", err)
 	}
-	r.log.Info("relay stopped")
-	return nil
 }
 
 // renew renews the leases once. At start (first) it retries until it
