@@ -59,7 +59,8 @@ type Store interface {
 	// (the caller's clock) and returns how many it deleted.
 	Cleanup(ctx context.Context, cutoff time.Time, limit int) (int, error)
 
-	// Stats summarizes each lane that has messages.
+	// Stats summarizes each lane that has messages or is paused, in lane
+	// order.
 	Stats(ctx context.Context) ([]LaneStats, error)
 	// List returns messages matching f, in Seq order.
 	List(ctx context.Context, f Filter) ([]Record, error)
@@ -69,6 +70,21 @@ type Store interface {
 	// Exclude moves FAILED (or, if f.Status says so, WAITING) messages
 	// matching f to EXCLUDED and returns how many it moved.
 	Exclude(ctx context.Context, f Filter) (int, error)
+
+	// Pause pauses lane: the relays serving it, in any process, start no
+	// new deliveries of it once they notice (within about a second);
+	// deliveries in flight finish, and new messages are still accepted
+	// and kept WAITING. It is stored in the database so that an operator
+	// or another service can pause a lane the relays serve, for example
+	// while its destination is being repaired. Pausing a paused lane, or
+	// one that has no messages, is not an error.
+	Pause(ctx context.Context, lane string) error
+	// Resume undoes Pause: the relays start delivering the lane again as
+	// soon as they notice. Resuming a lane that is not paused is not an
+	// error.
+	Resume(ctx context.Context, lane string) error
+	// Paused returns the paused lanes, in lane order.
+	Paused(ctx context.Context) ([]string, error)
 
 	// Close releases the store's connections.
 	Close() error
@@ -140,6 +156,7 @@ type LaneStats struct {
 	Done       int       // DONE messages still retained
 	OldestDue  time.Time // AvailableAt of the oldest due WAITING message; zero if none
 	LastMinute int       // messages that became DONE in the last minute
+	Paused     bool      // paused with Store.Pause: relays start no deliveries of it
 }
 
 // Filter selects messages for List, Retry and Exclude. Zero fields match

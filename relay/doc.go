@@ -14,6 +14,30 @@
 // it each gets its Weight's share and an idle lane's next query waits at
 // most for one query of the others.
 //
+// # Pools and priorities
+//
+// Lanes may share workers instead: the lanes that name one Pool (Lane.Pool)
+// run at most the pool's Concurrency deliveries at once, all together,
+// and each still at most its own Concurrency. When a worker of the pool
+// is free and several of its lanes have messages ready, the lane with the
+// lowest Priority gets it, strictly: a lane starts deliveries only while
+// every lane of lower Priority has nothing ready or is at its own
+// Concurrency. Lanes of equal Priority share the workers by Weight, as
+// they share the database; a lane that was idle starts level with the
+// others rather than with the credit of its idle time. This is how a job
+// queue gets priorities within a queue (a lane per priority, one pool)
+// and strict or weighted choice between queues.
+//
+// # Pausing a lane
+//
+// A person or a service can pause a lane in the database (ferry pause,
+// ferry.Store.Pause): every relay serving it, in any process, starts no
+// new deliveries of it within about a second, and starts again as soon as
+// it notices the lane was resumed. Deliveries in flight finish; messages
+// keep arriving and wait. The relay reads the paused lanes when it starts,
+// before it delivers anything, and then every second; while the database
+// does not answer, lanes keep the state last read.
+//
 // # Per-key order and commit order
 //
 // Messages with the same key (within a lane) are delivered one at a time,

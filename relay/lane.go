@@ -26,6 +26,11 @@ type lane struct {
 	r        *Relay
 	capacity int // messages held in memory at most
 	limiter  *rate.Limiter
+	pool     *pool       // nil if the lane has workers of its own
+	member   *poolMember // the lane in pool
+	// paused is set while a person has paused the lane (ferry pause):
+	// it starts no deliveries.
+	paused atomic.Bool
 
 	buffered atomic.Int64 // messages in memory, counted by the loop
 	// drops counts dropShardState calls. A rescan pass that began before
@@ -41,6 +46,7 @@ type lane struct {
 	persisted chan []ferry.Outcome // acker → loop
 	control   chan func(*laneState)
 	leaseCh   chan struct{} // the leases changed
+	pauseCh   chan struct{} // paused changed
 	work      chan *entry   // loop → workers
 
 	acker      *acker
@@ -116,6 +122,9 @@ type laneState struct {
 	retries  timerQueue
 	inflight map[int]int // per shard
 	nInFl    int
+	// spare counts pool slots of deliveries that ended, not yet reused
+	// or given back; dispatch settles them.
+	spare    int
 	nextDue  time.Time // earliest due time of a delayed message left in the database
 	dueTimer *time.Timer
 }
@@ -133,10 +142,15 @@ func newLane(r *Relay, cfg Lane) *lane {
 		persisted: make(chan []ferry.Outcome, 4),
 		control:   make(chan func(*laneState)),
 		leaseCh:   make(chan struct{}, 1),
+		pauseCh:   make(chan struct{}, 1),
 		work:      make(chan *entry, cfg.Concurrency),
 	}
 	if cfg.Rate > 0 {
 		l.limiter = rate.NewLimiter(rate.Limit(cfg.Rate), cfg.Burst)
+	}
+	if cfg.Pool != "" {
+		l.pool = r.pools[cfg.Pool]
+		l.member = l.pool.join(cfg)
 	}
 	l.acker = newAcker(l)
 	return l
@@ -183,7 +197,11 @@ func (l *lane) run(ctx context.Context) {
 	l.loop(ctx, st)
 
 	// Shutdown: no new fetches, no new dispatches; wait for deliveries in
-	// flight, then cancel what is left.
+	// flight, then cancel what is left. The lane wants no more pool slots,
+	// and gives back each one as its delivery ends.
+	if l.pool != nil {
+		l.pool.withdraw(l.member)
+	}
 	stopFetch()
 	<-fetchDone
 	deadline := time.NewTimer(l.r.opts.ShutdownTimeout)
@@ -192,6 +210,7 @@ func (l *lane) run(ctx context.Context) {
 		select {
 		case res := <-l.results:
 			l.finish(st, res)
+			l.releaseSpare(st)
 		case outs := <-l.persisted:
 			l.onPersisted(st, outs)
 		case <-deadline.C:
@@ -209,6 +228,10 @@ func (l *lane) run(ctx context.Context) {
 
 // loop owns the lane's state and reacts to every event until ctx is done.
 func (l *lane) loop(ctx context.Context, st *laneState) {
+	var poolC <-chan struct{}
+	if l.pool != nil {
+		poolC = l.member.wake
+	}
 	for {
 		l.dispatch(st)
 		var retryC <-chan time.Time
@@ -239,6 +262,8 @@ func (l *lane) loop(ctx context.Context, st *laneState) {
 		case f := <-l.control:
 			f(st)
 		case <-l.leaseCh:
+		case <-l.pauseCh:
+		case <-poolC: // a pool slot may be free
 		}
 	}
 }
@@ -410,32 +435,92 @@ func (l *lane) release(st *laneState, e *entry, dueAt time.Time) {
 // dispatch hands ready messages to idle workers. While the leases may
 // have expired (renewals failing), it dispatches nothing: the messages
 // wait in memory, and go on if the next renewal finds the shards still
-// this relay's.
+// this relay's. A paused lane dispatches nothing either.
+//
+// A lane in a pool also needs one of the pool's slots per delivery. When
+// the pool says no, the lane stays among the pool's wanting lanes and
+// its loop goes on until the pool wakes it; when the lane stops wanting
+// (nothing ready, its own Concurrency reached), it withdraws, so that it
+// never holds back the lanes behind it.
 func (l *lane) dispatch(st *laneState) {
+	blocked := false // waiting for a pool slot
+	defer l.settlePool(st, &blocked)
 	owned := l.r.owned.Load()
-	if !owned.valid() {
+	if !owned.valid() || l.paused.Load() {
 		return
 	}
-	for len(st.ready) > 0 && st.nInFl < l.cfg.Concurrency {
-		e := st.ready[0]
+	for st.nInFl < l.cfg.Concurrency {
+		e := l.nextReady(st, owned)
+		if e == nil {
+			return
+		}
+		if !l.takeSlot(st) {
+			blocked = true
+			return
+		}
 		st.ready[0] = nil
 		st.ready = st.ready[1:]
-		if st.known[e.rec.Seq] != e || e.inflight {
-			continue // dropped or already running
-		}
-		if !owned.has(e.rec.Shard) {
-			l.dropShardState(st, map[int]bool{e.rec.Shard: true})
-			continue
-		}
-		if ks := st.keys[e.rec.Key]; e.rec.Key != "" && ks != nil && ks.mode == held {
-			l.forget(st, e)
-			continue
-		}
 		e.ctx, e.cancel = context.WithCancel(l.deliverCtx)
 		e.inflight = true
 		st.nInFl++
 		st.inflight[e.rec.Shard]++
 		l.work <- e // never blocks: capacity equals Concurrency
+	}
+}
+
+// nextReady returns the first ready message that can be delivered now,
+// leaving it first in st.ready, or nil. It discards the entries before it
+// that are stale: dropped, already running, of a shard no longer held, or
+// of a key held since they became ready.
+func (l *lane) nextReady(st *laneState, owned *shardSet) *entry {
+	for len(st.ready) > 0 {
+		e := st.ready[0]
+		switch ks := st.keys[e.rec.Key]; {
+		case st.known[e.rec.Seq] != e || e.inflight:
+			// dropped or already running
+		case !owned.has(e.rec.Shard):
+			l.dropShardState(st, map[int]bool{e.rec.Shard: true})
+		case e.rec.Key != "" && ks != nil && ks.mode == held:
+			l.forget(st, e)
+		default:
+			return e
+		}
+		st.ready[0] = nil
+		st.ready = st.ready[1:]
+	}
+	return nil
+}
+
+// takeSlot takes a pool slot for one delivery, reusing a spare one if the
+// pool lets the lane keep it. A lane without a pool always may.
+func (l *lane) takeSlot(st *laneState) bool {
+	if l.pool == nil {
+		return true
+	}
+	held := st.spare > 0
+	if held {
+		st.spare--
+	}
+	return l.pool.acquire(l.member, held)
+}
+
+// settlePool ends a dispatch in the pool: a lane that is not blocked
+// waiting for a slot withdraws, and slots left spare go back.
+func (l *lane) settlePool(st *laneState, blocked *bool) {
+	if l.pool == nil {
+		return
+	}
+	if !*blocked {
+		l.pool.withdraw(l.member)
+	}
+	l.releaseSpare(st)
+}
+
+// releaseSpare gives back the pool slots of ended deliveries.
+func (l *lane) releaseSpare(st *laneState) {
+	if l.pool != nil && st.spare > 0 {
+		l.pool.release(st.spare)
+		st.spare = 0
 	}
 }
 
@@ -475,6 +560,11 @@ func (l *lane) finish(st *laneState, res result) {
 	e := res.e
 	e.inflight = false
 	st.nInFl--
+	if l.pool != nil {
+		// The slot stays with the lane until dispatch, which reuses it
+		// unless a lane ahead wants it, or gives it back.
+		st.spare++
+	}
 	if st.inflight[e.rec.Shard]--; st.inflight[e.rec.Shard] == 0 {
 		delete(st.inflight, e.rec.Shard)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path"
+	"strings"
 	"time"
 
 	"github.com/ferry-dev/ferry"
@@ -17,6 +18,9 @@ type Options struct {
 	// Lanes are the lanes this relay serves. At least one is required;
 	// messages of other lanes are left for relays that serve them.
 	Lanes []Lane
+	// Pools are sets of delivery workers that lanes share (Lane.Pool).
+	// A lane outside every pool has workers of its own.
+	Pools []Pool
 	// Routes map topics to destinations; the first route whose pattern
 	// matches a message's topic wins. A message no route matches becomes
 	// FAILED with an error naming its topic, so nothing is dropped
@@ -52,15 +56,43 @@ type Options struct {
 	Observer Observer
 }
 
+// Pool is a set of delivery workers shared by the lanes that name it.
+// Lanes of one pool compete for its workers by priority, and by weight
+// among equal priorities: a job queue's priorities, or strict and
+// weighted choice between queues, are lanes of one pool. Lanes outside a
+// pool never compete for workers; they only share the database.
+type Pool struct {
+	// Name is what Lane.Pool refers to.
+	Name string
+	// Concurrency is how many deliveries of the pool's lanes, all lanes
+	// together, run at once. At least 1.
+	Concurrency int
+}
+
 // Lane configures one lane: its share of the relay and its failure rules.
 type Lane struct {
 	Name string
 	// Weight is the lane's share of the database work the relay does when
-	// lanes compete for it. Default 1.
+	// lanes compete for it, and, in a pool, its share of the pool's
+	// workers among lanes of equal Priority that have messages ready.
+	// Default 1.
 	Weight int
 	// Concurrency is how many deliveries of this lane run at once.
-	// Default 16.
+	// Default 16, or in a pool the pool's Concurrency.
 	Concurrency int
+	// Pool names the Pool whose workers the lane shares with the pool's
+	// other lanes; empty gives the lane workers of its own. A pooled
+	// lane's deliveries count against both its own Concurrency and the
+	// pool's. A delivery holds its worker while it waits for the lane's
+	// Rate, so give a rate-limited lane a Concurrency below the pool's.
+	Pool string
+	// Priority orders the lanes of a pool: a free worker goes to the lane
+	// with the lowest Priority among those with messages ready, so a lane
+	// gets workers only while every lane of lower Priority has nothing
+	// ready (or has reached its own Concurrency). Default 0; negative
+	// values go ahead of the default. It must be 0 on a lane without a
+	// Pool, which competes with no one.
+	Priority int
 	// Rate limits deliveries per second (token bucket with Burst); 0 means
 	// no limit.
 	Rate  float64
@@ -131,6 +163,22 @@ func (o Options) withDefaults() (Options, error) {
 	if len(o.Lanes) == 0 {
 		errs = append(errs, errors.New("relay: at least one lane is required"))
 	}
+	pools := map[string]Pool{}
+	var poolNames []string
+	for i, p := range o.Pools {
+		switch {
+		case p.Name == "":
+			errs = append(errs, fmt.Errorf("relay: pool %d has no name", i))
+		case pools[p.Name].Name != "":
+			errs = append(errs, fmt.Errorf("relay: pool %q is configured twice", p.Name))
+		default:
+			pools[p.Name] = p
+			poolNames = append(poolNames, p.Name)
+		}
+		if p.Concurrency < 1 {
+			errs = append(errs, fmt.Errorf("relay: pool %q: concurrency %d must be at least 1", p.Name, p.Concurrency))
+		}
+	}
 	seen := map[string]bool{}
 	lanes := make([]Lane, len(o.Lanes))
 	for i, l := range o.Lanes {
@@ -141,6 +189,17 @@ func (o Options) withDefaults() (Options, error) {
 			errs = append(errs, fmt.Errorf("relay: lane %q is configured twice", l.Name))
 		}
 		seen[l.Name] = true
+		switch p, ok := pools[l.Pool]; {
+		case l.Pool == "" && l.Priority != 0:
+			// A priority without a pool would silently do nothing: the
+			// lane has workers of its own and competes with no one, which
+			// is surely not what whoever set it expected.
+			errs = append(errs, fmt.Errorf("relay: lane %q: priority %d has no effect without a pool; set the lane's Pool to the pool whose workers it shares, or leave Priority 0", l.Name, l.Priority))
+		case l.Pool != "" && !ok:
+			errs = append(errs, fmt.Errorf("relay: lane %q: pool %q is not configured (pools: %s); add it to Options.Pools or fix the name", l.Name, l.Pool, names(poolNames)))
+		case l.Pool != "" && l.Concurrency == 0:
+			l.Concurrency = max(p.Concurrency, 1)
+		}
 		l, err := l.withDefaults()
 		errs = append(errs, err)
 		lanes[i] = l
@@ -179,6 +238,14 @@ func (o Options) withDefaults() (Options, error) {
 		o.Logger = slog.Default()
 	}
 	return o, errors.Join(errs...)
+}
+
+// names lists names for an error message.
+func names(list []string) string {
+	if len(list) == 0 {
+		return "none"
+	}
+	return strings.Join(list, ", ")
 }
 
 func (l Lane) withDefaults() (Lane, error) {

@@ -461,6 +461,13 @@ func (s *faultStore) HeldKeys(ctx context.Context, lane string) ([]string, error
 	return s.Store.HeldKeys(ctx, lane)
 }
 
+func (s *faultStore) Paused(ctx context.Context) ([]string, error) {
+	if s.down.Load() {
+		return nil, errInjected
+	}
+	return s.Store.Paused(ctx)
+}
+
 func (s *faultStore) Complete(ctx context.Context, outcomes []ferry.Outcome) error {
 	if s.down.Load() || s.writesDown.Load() {
 		return errInjected

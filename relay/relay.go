@@ -23,6 +23,7 @@ type Relay struct {
 	node  string
 	log   *slog.Logger
 	gate  *fairGate
+	pools map[string]*pool
 	lanes map[string]*lane
 	owned atomic.Pointer[shardSet]
 
@@ -51,12 +52,15 @@ func New(opts Options) (*Relay, error) {
 		o.Node = defaultNode()
 	}
 	r := &Relay{opts: o, node: o.Node, log: o.Logger.With("node", o.Node),
-		lanes: map[string]*lane{}, routes: map[string]ferry.Destination{}}
+		pools: map[string]*pool{}, lanes: map[string]*lane{}, routes: map[string]ferry.Destination{}}
 	weights := map[string]int{}
 	for _, l := range o.Lanes {
 		weights[l.Name] = l.Weight
 	}
 	r.gate = newFairGate(max(4, 2*len(o.Lanes)), weights)
+	for _, p := range o.Pools {
+		r.pools[p.Name] = newPool(p)
+	}
 	for _, l := range o.Lanes {
 		r.lanes[l.Name] = newLane(r, l)
 	}
@@ -107,6 +111,12 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// Before any delivery: a paused lane must not start one.
+	r.firstPaused(ctx)
+	if ctx.Err() != nil {
+		r.releaseLeases(ctx)
+		return nil
+	}
 	var wg sync.WaitGroup
 	laneCtx, stopLanes := context.WithCancel(ctx)
 	defer stopLanes()
@@ -117,6 +127,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	var bg sync.WaitGroup
 	bg.Go(func() { r.leaseLoop(bgCtx) })
 	bg.Go(func() { r.cleanupLoop(bgCtx) })
+	bg.Go(func() { r.pauseLoop(bgCtx) })
 	if n, ok := r.opts.Store.(ferry.Notifier); ok {
 		bg.Go(func() { r.listenLoop(bgCtx, n) })
 	}
@@ -126,13 +137,19 @@ func (r *Relay) Run(ctx context.Context) error {
 	stopBackground()
 	bg.Wait()
 	r.async.Wait()
+	r.releaseLeases(ctx)
+	r.log.Info("relay stopped")
+	return nil
+}
+
+// releaseLeases gives up every shard lease, after ctx is done, so that
+// other instances take the shards over at once.
+func (r *Relay) releaseLeases(ctx context.Context) {
 	release, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	if err := r.opts.Store.Release(release, r.node, nil); err != nil {
 		r.log.Warn("could not release shard leases; other instances take them over when they expire", "error", err)
 	}
-	r.log.Info("relay stopped")
-	return nil
 }
 
 // renew renews the leases once. At start (first) it retries until it

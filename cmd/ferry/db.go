@@ -171,6 +171,11 @@ func (db database) explain(err error) error {
 	if err == nil || !missingTable(err) {
 		return err
 	}
+	if paused := db.opts.TableName() + "_paused"; strings.Contains(strings.ToLower(err.Error()), strings.ToLower(paused)) {
+		// The schema predates pausing lanes.
+		return fmt.Errorf("the table %s, where paused lanes are kept, does not exist in %s: create or upgrade the schema with\n  ferry migrate%s\n(%w)",
+			paused, store.Describe(db.url), prefixSpace(db.flags), err)
+	}
 	return fmt.Errorf("the outbox table %s does not exist in %s: create it with\n  ferry migrate%s\n(%w)",
 		db.opts.TableName(), store.Describe(db.url), prefixSpace(db.flags), err)
 }

@@ -17,7 +17,8 @@ func inspectCommand() command {
 		help: `Shows one line per lane: WAITING messages; how long the oldest message that
 is due has been waiting (the lane's delay); FAILED messages, which wait for
 'ferry retry' or 'ferry exclude'; DONE messages still kept; and how many
-became DONE in the last minute.
+became DONE in the last minute. A lane paused with 'ferry pause' is marked
+(PAUSED): relays start none of its deliveries until 'ferry resume'.
 
 With --config, the lanes of the config are shown even when empty, and lanes
 that have messages but are not in the config are flagged: no relay with
@@ -37,6 +38,8 @@ type laneReport struct {
 	Failed           int        `json:"failed"`
 	Done             int        `json:"done"`
 	DoneLastMinute   int        `json:"done_last_minute"`
+	// Paused is set while the lane is paused (ferry pause).
+	Paused bool `json:"paused"`
 	// Configured is set with --config: whether the config has the lane.
 	Configured *bool `json:"configured,omitempty"`
 }
@@ -65,7 +68,7 @@ func runInspect(ctx context.Context, c *cli, args []string) error {
 	now := time.Now()
 	var reports []laneReport
 	for _, s := range stats {
-		r := laneReport{Lane: s.Lane, Waiting: s.Waiting, Failed: s.Failed, Done: s.Done, DoneLastMinute: s.LastMinute}
+		r := laneReport{Lane: s.Lane, Waiting: s.Waiting, Failed: s.Failed, Done: s.Done, DoneLastMinute: s.LastMinute, Paused: s.Paused}
 		if !s.OldestDue.IsZero() {
 			age := max(0, now.Sub(s.OldestDue)).Seconds()
 			due := s.OldestDue.UTC()
@@ -119,6 +122,9 @@ func runInspect(ctx context.Context, c *cli, args []string) error {
 			age = humanDuration(time.Duration(*r.OldestDueSeconds * float64(time.Second)))
 		}
 		lane := r.Lane
+		if r.Paused {
+			lane += " (PAUSED)"
+		}
 		if r.Configured != nil && !*r.Configured {
 			lane += " (not in config)"
 		}

@@ -1,6 +1,6 @@
 // Command ferry runs the relay of a ferry outbox and operates on the
 // outbox: create its schema, inspect its lanes, list, retry and exclude
-// messages.
+// messages, pause and resume lanes.
 //
 // Run `ferry` without arguments for the list of commands, and
 // `ferry COMMAND -h` for one command's flags.
@@ -42,6 +42,8 @@ func commands() []command {
 		listCommand(),
 		retryCommand(),
 		excludeCommand(),
+		pauseCommand(),
+		resumeCommand(),
 		dlqCommand(),
 		demoCommand(),
 		benchCommand(),

@@ -89,7 +89,7 @@ func redact(dsn string) string {
 // DropOutbox removes the outbox table named table from db, with the tables
 // and (on PostgreSQL) the trigger functions that Migrate made beside it.
 func DropOutbox(db *sql.DB, table, dialect string) {
-	for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
+	for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema"} {
 		db.Exec("DROP TABLE IF EXISTS " + table + suffix)
 	}
 	if dialect == "postgres" {

@@ -44,6 +44,8 @@ var dialect = sqlstore.Dialect{
 	// VALUES() is deprecated in MySQL 8.0.20 but is the one spelling both
 	// MariaDB and MySQL accept.
 	UpsertNode: `INSERT INTO {{nodes}} (node, seen_at) VALUES (?, ?) ON DUPLICATE KEY UPDATE seen_at = VALUES(seen_at)`,
+	// The update changes nothing, so the first pause's time stays.
+	PauseLane: `INSERT INTO {{paused}} (lane, paused_at) VALUES (?, {{now}}) ON DUPLICATE KEY UPDATE lane = lane`,
 	// MariaDB refuses LIMIT in an IN subquery, but DELETE takes ORDER BY
 	// and LIMIT itself. id makes the order total, so the statement deletes
 	// the same rows on a replica (statement-based binlog).
@@ -102,6 +104,13 @@ var dialect = sqlstore.Dialect{
 		`CREATE TABLE IF NOT EXISTS {{nodes}} (
 			node    VARCHAR(200) NOT NULL PRIMARY KEY,
 			seen_at DATETIME(6)  NOT NULL
+		) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
+	}, {
+		// Version 2: lanes paused by a person (ferry pause). The lane is
+		// the outbox's lane column, case-sensitive as it is.
+		`CREATE TABLE IF NOT EXISTS {{paused}} (
+			lane      VARCHAR(200) NOT NULL PRIMARY KEY,
+			paused_at DATETIME(6)  NOT NULL
 		) ENGINE = InnoDB DEFAULT CHARSET = utf8mb4 COLLATE = utf8mb4_bin`,
 	}},
 }

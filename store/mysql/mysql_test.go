@@ -30,7 +30,7 @@ func open(t testing.TB, dsn, table string) *Store {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
+		for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema"} {
 			if _, err := s.DB.ExecContext(ctx, "DROP TABLE IF EXISTS "+table+suffix); err != nil {
 				t.Errorf("drop %s%s: %v", table, suffix, err)
 			}
@@ -94,8 +94,8 @@ func TestMigrateTwice(t *testing.T) {
 	if err := s.Migrate(context.Background()); err != nil {
 		t.Fatalf("second Migrate: %v", err)
 	}
-	if n := count(t, s, `SELECT version FROM {{schema}}`); n != 1 {
-		t.Errorf("schema version %d, want 1", n)
+	if n := count(t, s, `SELECT version FROM {{schema}}`); n != 2 {
+		t.Errorf("schema version %d, want 2", n)
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM {{schema}}`); n != 1 {
 		t.Errorf("%d schema rows, want 1", n)
@@ -582,7 +582,7 @@ func TestConformance(t *testing.T) {
 		}
 		t.Cleanup(func() {
 			// Another instance on the same table may have dropped them.
-			for _, suffix := range []string{"", "_shards", "_nodes", "_schema"} {
+			for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema"} {
 				if _, err := s.DB.Exec("DROP TABLE IF EXISTS " + table + suffix); err != nil {
 					t.Errorf("drop %s%s: %v", table, suffix, err)
 				}

@@ -146,6 +146,7 @@ func newDialect(table string) *sqlstore.Dialect {
 		OnConflictIgnore: "ON CONFLICT (message_id) DO NOTHING",
 		UpsertNode: `INSERT INTO {{nodes}} (node, seen_at) VALUES (?, ?)
 			ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at`,
+		PauseLane:      `INSERT INTO {{paused}} (lane, paused_at) VALUES (?, {{now}}) ON CONFLICT (lane) DO NOTHING`,
 		LockMigrations: migrationLock(table),
 		Migrations:     migrations(table),
 	}
@@ -263,6 +264,10 @@ func migrations(table string) [][]string {
 		`CREATE TRIGGER {{t}}_wake_retry AFTER UPDATE OF status ON {{t}}
 			FOR EACH ROW WHEN (NEW.status = 'WAITING' AND OLD.status <> 'WAITING')
 			EXECUTE FUNCTION {{t}}_wake_retry()`,
+	}, {
+		// Version 2: lanes paused by a person (ferry pause). "C" collation
+		// as for the lane column of the outbox.
+		`CREATE TABLE IF NOT EXISTS {{paused}} (lane TEXT COLLATE "C" PRIMARY KEY, paused_at TIMESTAMPTZ NOT NULL)`,
 	}}
 }
 

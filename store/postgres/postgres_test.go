@@ -43,7 +43,7 @@ func open(t testing.TB, dsn, table string) *Store {
 func drop(t testing.TB, s *Store) {
 	t.Helper()
 	for _, stmt := range []string{
-		`DROP TABLE IF EXISTS {{t}}, {{shards}}, {{nodes}}, {{schema}}`,
+		`DROP TABLE IF EXISTS {{t}}, {{shards}}, {{nodes}}, {{paused}}, {{schema}}`,
 		`DROP FUNCTION IF EXISTS {{t}}_wake_insert(), {{t}}_wake_retry()`,
 	} {
 		if _, err := s.DB.ExecContext(context.Background(), s.Q(stmt)); err != nil {
@@ -130,8 +130,8 @@ func TestMigrate(t *testing.T) {
 		}
 	}
 	s := stores[0]
-	if v := count(t, s, `SELECT version FROM {{schema}}`); v != 1 {
-		t.Errorf("schema version %d, want 1", v)
+	if v := count(t, s, `SELECT version FROM {{schema}}`); v != 2 {
+		t.Errorf("schema version %d, want 2", v)
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM {{schema}}`); n != 1 {
 		t.Errorf("%d rows in the schema table, want 1", n)

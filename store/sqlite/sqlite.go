@@ -36,6 +36,7 @@ var dialect = &sqlstore.Dialect{
 	MaxParams:        32766,
 	OnConflictIgnore: "ON CONFLICT (message_id) DO NOTHING",
 	UpsertNode:       `INSERT INTO {{nodes}} (node, seen_at) VALUES (?, ?) ON CONFLICT (node) DO UPDATE SET seen_at = excluded.seen_at`,
+	PauseLane:        `INSERT INTO {{paused}} (lane, paused_at) VALUES (?, {{now}}) ON CONFLICT (lane) DO NOTHING`,
 	LockMigrations: func(ctx context.Context, conn *sql.Conn) (func(), error) {
 		// BEGIN IMMEDIATE takes the database's write lock; a second
 		// process waits for it (busy_timeout) and then finds the schema
@@ -72,6 +73,9 @@ var dialect = &sqlstore.Dialect{
 		`CREATE INDEX IF NOT EXISTS {{t}}_done ON {{t}} (processed_at) WHERE status = 'DONE'`,
 		`CREATE TABLE IF NOT EXISTS {{shards}} (shard INTEGER PRIMARY KEY, owner TEXT, expires_at TEXT)`,
 		`CREATE TABLE IF NOT EXISTS {{nodes}} (node TEXT PRIMARY KEY, seen_at TEXT NOT NULL)`,
+	}, {
+		// Version 2: lanes paused by a person (ferry pause).
+		`CREATE TABLE IF NOT EXISTS {{paused}} (lane TEXT PRIMARY KEY, paused_at TEXT NOT NULL)`,
 	}},
 }
 

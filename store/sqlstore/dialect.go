@@ -47,6 +47,10 @@ type Dialect struct {
 	// UpsertNode is the statement that records a node's heartbeat; its
 	// arguments are the node and the time.
 	UpsertNode string
+	// PauseLane is the statement that adds a lane, its one argument, to
+	// {{paused}} with paused_at {{now}}, and does nothing if the lane is
+	// there already (so the first pause's time stays).
+	PauseLane string
 	// CleanupSQL deletes DONE rows processed before the first argument, at
 	// most the second argument of them. Empty means the portable
 	// DELETE ... WHERE id IN (SELECT ... LIMIT ?).

@@ -18,11 +18,13 @@ import (
 type Store struct {
 	DB *sql.DB
 	d  *Dialect
-	// Table is the outbox table; the shard leases, the relay nodes and the
-	// schema version live in Table_shards, Table_nodes and Table_schema.
+	// Table is the outbox table; the shard leases, the relay nodes, the
+	// paused lanes and the schema version live in Table_shards,
+	// Table_nodes, Table_paused and Table_schema.
 	Table  string
 	shards string
 	nodes  string
+	paused string
 	schema string
 	names  *strings.Replacer
 }
@@ -34,9 +36,9 @@ func New(db *sql.DB, d *Dialect, table string) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{DB: db, d: d, Table: table,
-		shards: table + "_shards", nodes: table + "_nodes", schema: table + "_schema"}
+		shards: table + "_shards", nodes: table + "_nodes", paused: table + "_paused", schema: table + "_schema"}
 	s.names = strings.NewReplacer("{{t}}", s.Table, "{{shards}}", s.shards, "{{nodes}}", s.nodes,
-		"{{schema}}", s.schema, "{{now}}", d.Now)
+		"{{paused}}", s.paused, "{{schema}}", s.schema, "{{now}}", d.Now)
 	return s, nil
 }
 
@@ -50,12 +52,12 @@ func (s *Store) Dialect() string { return s.d.Name }
 func (s *Store) SQLDB() *sql.DB { return s.DB }
 
 // Q returns query rewritten for this store: {{t}}, {{shards}}, {{nodes}},
-// {{schema}} and {{now}} replaced, and ? placeholders numbered if the
+// {{paused}}, {{schema}} and {{now}} replaced, and ? placeholders numbered if the
 // dialect wants that. Database packages use it for their own statements.
 func (s *Store) Q(query string) string { return s.q(query) }
 
 // q rewrites a query written with ? placeholders and {{t}}, {{shards}},
-// {{nodes}} and {{now}} markers for this store.
+// {{nodes}}, {{paused}}, {{schema}} and {{now}} markers for this store.
 func (s *Store) q(query string) string {
 	query = s.names.Replace(query)
 	if !s.d.Numbered {
@@ -561,7 +563,71 @@ func (s *Store) Stats(ctx context.Context) ([]ferry.LaneStats, error) {
 			st.Done, st.LastMinute = count, int(recent.Int64)
 		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ferry: stats: %w", err)
+	}
+	paused, err := s.Paused(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: stats: %w", err)
+	}
+	if len(paused) == 0 {
+		return out, nil
+	}
+	for _, lane := range paused {
+		i := slices.IndexFunc(out, func(st ferry.LaneStats) bool { return st.Lane == lane })
+		if i < 0 {
+			// A paused lane without messages is listed too: whoever paused
+			// it sees that it is.
+			out = append(out, ferry.LaneStats{Lane: lane})
+			i = len(out) - 1
+		}
+		out[i].Paused = true
+	}
+	slices.SortStableFunc(out, func(a, b ferry.LaneStats) int { return strings.Compare(a.Lane, b.Lane) })
+	return out, nil
+}
+
+// Pause adds lane to the paused lanes.
+func (s *Store) Pause(ctx context.Context, lane string) error {
+	if lane == "" || len(lane) > ferry.MaxNameLen {
+		return fmt.Errorf("ferry: pause: lane name %q is not 1 to %d bytes long, as lane names are; name the lane to pause", lane, ferry.MaxNameLen)
+	}
+	if _, err := s.DB.ExecContext(ctx, s.q(s.d.PauseLane), lane); err != nil {
+		return fmt.Errorf("ferry: pause lane %s: %w", lane, err)
+	}
+	return nil
+}
+
+// Resume removes lane from the paused lanes.
+func (s *Store) Resume(ctx context.Context, lane string) error {
+	if _, err := s.DB.ExecContext(ctx, s.q(`DELETE FROM {{paused}} WHERE lane = ?`), lane); err != nil {
+		return fmt.Errorf("ferry: resume lane %s: %w", lane, err)
+	}
+	return nil
+}
+
+// Paused returns the paused lanes in lane order.
+func (s *Store) Paused(ctx context.Context) ([]string, error) {
+	rows, err := s.DB.QueryContext(ctx, s.q(`SELECT lane FROM {{paused}}`))
+	if err != nil {
+		return nil, fmt.Errorf("ferry: read the paused lanes from %s: %w", s.paused, err)
+	}
+	defer rows.Close()
+	var lanes []string
+	for rows.Next() {
+		var l string
+		if err := rows.Scan(&l); err != nil {
+			return nil, fmt.Errorf("ferry: read the paused lanes from %s: %w", s.paused, err)
+		}
+		lanes = append(lanes, l)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ferry: read the paused lanes from %s: %w", s.paused, err)
+	}
+	// Sorted here rather than by ORDER BY, so that the order is Go's
+	// byte order whatever the column's collation.
+	slices.Sort(lanes)
+	return lanes, nil
 }
 
 // where builds the condition for f, starting with the given status

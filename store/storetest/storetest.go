@@ -75,6 +75,7 @@ func Run(t *testing.T, open func(t *testing.T, table string) ferry.Store) {
 		{"Cleanup", cleanupCases},
 		{"Stats", statsCases},
 		{"Admin", adminCases},
+		{"Pause", pauseCases},
 	}
 	for _, g := range groups {
 		t.Run(g.name, func(t *testing.T) {
