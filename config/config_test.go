@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"reflect"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -81,7 +82,7 @@ func TestParseExample(t *testing.T) {
 	batch := relay.Lane{Name: "batch", Weight: 1, Concurrency: 16, Rate: 2000, Burst: 200, BatchSize: 500,
 		Timeout: 30 * time.Second, MaxAttempts: 10, Backoff: relay.Backoff{Initial: time.Second, Max: 5 * time.Minute},
 		OnFailed: relay.Hold}
-	if len(c.Lanes) != 3 || c.Lanes[1] != batch || c.Lanes[2] != (relay.Lane{Name: "default"}) {
+	if len(c.Lanes) != 3 || !reflect.DeepEqual(c.Lanes[1], batch) || !reflect.DeepEqual(c.Lanes[2], relay.Lane{Name: "default"}) {
 		t.Errorf("Lanes = %+v", c.Lanes)
 	}
 	if len(c.Transports) != 2 || c.Transports[0].Type != "stdout" || c.Transports[1].Type != "discard" {
