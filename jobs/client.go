@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,6 +38,24 @@ type Queue struct {
 	// Backoff spaces the retries; default 1s doubling to 1h, with jitter.
 	// A kind's RetryWith policy replaces it for that kind.
 	Backoff relay.Backoff
+	// Priorities is how many priority levels the queue has: a job's
+	// InsertOpts.Priority from 1 (the default, first) to Priorities.
+	// Within the queue, a free worker always takes a job of the lowest
+	// level number that has one ready. Default 1. Each level is a lane of
+	// its own ("queue/p2", ...): its jobs are fetched apart, so a flood of
+	// level 4 does not stand in the way of level 1.
+	Priorities int
+	// Pool names one of Config.Pools: the queue's jobs then run on the
+	// pool's workers, shared with the other queues of the pool, and
+	// Concurrency caps each of its levels within the pool (default: the
+	// pool's concurrency). Empty: the queue has workers of its own.
+	Pool string
+	// Priority orders the queues of one pool: a free worker goes to the
+	// queue with the lowest Priority that has a job ready (strict
+	// choice, levels within it next), and among queues of equal Priority
+	// in proportion to their Weight (weighted choice, so that no queue of
+	// them starves).
+	Priority int
 	// KeyConcurrency is how many jobs of one key (InsertOpts.Key) run at
 	// once, across every process. Default 1, which also runs them in
 	// insert order; above 1 the order of a key's jobs is not kept. The
@@ -76,6 +95,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// Logger receives the client's logs; default slog.Default().
 	Logger *slog.Logger
+	// Pools are worker pools that queues share (Queue.Pool), by name, with
+	// the number of jobs they run at once in this process.
+	Pools map[string]int
 }
 
 // Client inserts jobs and runs them.
@@ -136,21 +158,50 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 		setDefault(&q.Backoff.Initial, time.Second)
 		setDefault(&q.Backoff.Max, time.Hour)
 		setDefault(&q.KeyConcurrency, 1)
-		if q.KeyConcurrency < 0 || q.KeyRate < 0 {
-			return nil, fmt.Errorf("jobs: queue %q: KeyConcurrency and KeyRate must not be negative", name)
+		setDefault(&q.Priorities, 1)
+		if q.KeyConcurrency < 0 || q.KeyRate < 0 || q.Priorities < 0 || q.Priorities > maxLevels {
+			return nil, fmt.Errorf("jobs: queue %q: KeyConcurrency and KeyRate must not be negative, Priorities must be 1 to %d", name, maxLevels)
+		}
+		if strings.Contains(name, "/") {
+			return nil, fmt.Errorf("jobs: queue %q: a queue name cannot hold '/', which separates a queue from its priority levels", name)
+		}
+		if _, ok := cfg.Pools[q.Pool]; q.Pool != "" && !ok {
+			return nil, fmt.Errorf("jobs: queue %q names pool %q, which is not in Config.Pools", name, q.Pool)
 		}
 		queues[name] = q
 	}
 	run := newRunner(cfg.Logger, cfg.Workers, queues, tb, cfg.Retention >= 0)
 	var lanes []relay.Lane
+	var laneNames []string
+	pools := make([]relay.Pool, 0, len(cfg.Pools))
+	for _, name := range slices.Sorted(maps.Keys(cfg.Pools)) {
+		pools = append(pools, relay.Pool{Name: name, Concurrency: cfg.Pools[name]})
+	}
 	for _, name := range names {
 		q := queues[name]
-		lanes = append(lanes, relay.Lane{Name: name, Weight: q.Weight, Concurrency: q.Concurrency, Rate: q.Rate, Burst: q.Burst,
-			MaxAttempts: unlimitedAttempts, Timeout: q.Timeout, RetryDelay: run.retryDelay(q), OnFailed: relay.Skip})
+		pool, concurrency := q.Pool, q.Concurrency
+		if pool != "" && cfg.Queues[name].Concurrency == 0 {
+			concurrency = 0 // the pool's
+		}
+		if pool == "" && q.Priorities > 1 {
+			pool = queuePool(name)
+			pools = append(pools, relay.Pool{Name: pool, Concurrency: q.Concurrency})
+		}
+		for level := 1; level <= q.Priorities; level++ {
+			l := relay.Lane{Name: laneOf(name, level), Weight: q.Weight, Concurrency: concurrency, Rate: q.Rate, Burst: q.Burst,
+				MaxAttempts: unlimitedAttempts, Timeout: q.Timeout, RetryDelay: run.retryDelay(q), OnFailed: relay.Skip, Pool: pool}
+			if pool != "" {
+				// Queue priority first, then the level within the queue.
+				l.Priority = q.Priority*maxLevels + level
+			}
+			lanes = append(lanes, l)
+			laneNames = append(laneNames, l.Name)
+		}
 	}
 	r, err := relay.New(relay.Options{
 		Store:     st,
 		Lanes:     lanes,
+		Pools:     pools,
 		Routes:    []relay.Route{{Topic: Topic, Destination: run}},
 		Node:      cfg.Node,
 		LeaseTTL:  cfg.LeaseTTL,
@@ -160,7 +211,7 @@ func NewClient(st ferry.Store, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
-	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(names...)), workers: cfg.Workers,
+	c := &Client{store: st, db: sq.SQLDB(), outbox: ferry.NewOutbox(st, ferry.WithLanes(laneNames...)), workers: cfg.Workers,
 		queues: queues, relay: r, periodic: cfg.Periodic, log: cfg.Logger, tables: tb}
 	for _, p := range cfg.Periodic {
 		if _, err := c.messages([]InsertParams{{Args: p.Args, Opts: p.Opts}}); err != nil {

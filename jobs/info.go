@@ -50,8 +50,10 @@ type JobInfo struct {
 	ID    string `json:"id"`
 	Kind  string `json:"kind"`
 	Queue string `json:"queue"`
-	Key   string `json:"key,omitempty"`
-	State State  `json:"state"`
+	// Priority is the job's level in its queue, 1 first.
+	Priority int    `json:"priority"`
+	Key      string `json:"key,omitempty"`
+	State    State  `json:"state"`
 	// Status is the job's outbox status, which State refines.
 	Status ferry.Status `json:"status"`
 	// Attempts is how many attempts have ended: those that failed (the
@@ -124,7 +126,7 @@ func lookup(ctx context.Context, st ferry.Store, t *tables, id string) (*JobInfo
 	if err != nil {
 		return nil, err
 	}
-	info := &JobInfo{ID: r.ID, Kind: r.Type, Queue: r.Lane, Key: r.Key, Status: r.Status, Attempts: r.Attempts,
+	info := &JobInfo{ID: r.ID, Kind: r.Type, Queue: queueOf(r.Lane), Priority: priorityOf(r.Lane), Key: jobKey(r), Status: r.Status, Attempts: r.Attempts,
 		Args: json.RawMessage(r.Payload), LastError: r.LastError, InsertedAt: r.OccurredAt, FailedAt: r.FailedAt}
 	if !json.Valid(info.Args) {
 		// A RawMessage that is not JSON would make info impossible to

@@ -36,6 +36,8 @@ type Job[A Args] struct {
 	ID    string
 	Args  A
 	Queue string
+	// Priority is the job's level in its queue, 1 first.
+	Priority int
 	// Key serializes jobs: jobs with the same key run one at a time, in
 	// insert order, across every process. Empty means none.
 	Key string
@@ -51,6 +53,9 @@ type Job[A Args] struct {
 type InsertOpts struct {
 	// Queue is the queue (a lane of the relay) the job waits in.
 	Queue string
+	// Priority is the job's level in its queue: 1 (the default) runs
+	// first, then 2, up to the queue's Queue.Priorities.
+	Priority int
 	// ScheduledAt delays the job; zero runs it at once.
 	ScheduledAt time.Time
 	// Key, if set, makes jobs with the same key run one at a time, in
@@ -103,7 +108,8 @@ func (e *UnknownKindError) Error() string {
 }
 
 // message turns a job into the outbox message that carries it.
-func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) {
+// levels is the queue's number of priority levels, 0 if unknown.
+func message(args Args, opts *InsertOpts, levels int, now time.Time) (ferry.Message, error) {
 	if args == nil {
 		return ferry.Message{}, errors.New("jobs: insert of nil args")
 	}
@@ -115,15 +121,19 @@ func message(args Args, opts *InsertOpts, now time.Time) (ferry.Message, error) 
 	if err != nil {
 		return ferry.Message{}, fmt.Errorf("jobs: encode the arguments of a %q job: %w", kind, err)
 	}
-	return rawMessage(kind, payload, opts, now)
+	return rawMessage(kind, payload, opts, levels, now)
 }
 
 // rawMessage is message with the arguments already encoded.
-func rawMessage(kind string, payload []byte, opts *InsertOpts, now time.Time) (ferry.Message, error) {
+func rawMessage(kind string, payload []byte, opts *InsertOpts, levels int, now time.Time) (ferry.Message, error) {
 	if opts == nil {
 		opts = &InsertOpts{}
 	}
-	m := ferry.Message{Lane: opts.Queue, Topic: Topic, Key: opts.Key, Type: kind, Payload: payload, DeliverAt: opts.ScheduledAt}
+	lane, err := priorityLane(queueName(opts.Queue), opts.Priority, levels)
+	if err != nil {
+		return ferry.Message{}, err
+	}
+	m := ferry.Message{Lane: lane, Topic: Topic, Key: opts.Key, Type: kind, Payload: payload, DeliverAt: opts.ScheduledAt}
 	if u := opts.Unique; u != nil {
 		if !u.ByArgs && u.Key == "" {
 			return ferry.Message{}, fmt.Errorf("jobs: %q job: Unique needs ByArgs or a Key, or leave it nil", kind)
@@ -181,7 +191,7 @@ func InsertJSON(ctx context.Context, tx *sql.Tx, st ferry.Store, kind string, ar
 	if trimmed := bytes.TrimSpace(args); len(trimmed) == 0 || trimmed[0] != '{' || !json.Valid(trimmed) {
 		return "", fmt.Errorf("jobs: the arguments of a %q job must be a JSON object, such as {\"to\": \"ann@example.com\"}", kind)
 	}
-	m, err := rawMessage(kind, bytes.TrimSpace(args), opts, time.Now())
+	m, err := rawMessage(kind, bytes.TrimSpace(args), opts, 0, time.Now())
 	if err != nil {
 		return "", err
 	}
@@ -255,7 +265,13 @@ func (c *Client) messages(params []InsertParams) ([]ferry.Message, error) {
 	now := time.Now()
 	msgs := make([]ferry.Message, len(params))
 	for i, p := range params {
-		m, err := message(p.Args, p.Opts, now)
+		var levels int
+		if p.Opts != nil {
+			levels = c.queues[queueName(p.Opts.Queue)].Priorities
+		} else {
+			levels = 1
+		}
+		m, err := message(p.Args, p.Opts, levels, now)
 		if err == nil && !c.workers.has(m.Type) {
 			err = &UnknownKindError{Kind: m.Type}
 		}
@@ -268,7 +284,7 @@ func (c *Client) messages(params []InsertParams) ([]ferry.Message, error) {
 		if m.ID == "" {
 			m.ID = ferry.NewID() // returned to the caller
 		}
-		if n := c.queues[queueName(m.Lane)].KeyConcurrency; m.Key != "" && n > 1 {
+		if n := c.queues[queueOf(m.Lane)].KeyConcurrency; m.Key != "" && n > 1 {
 			m.Headers = map[string]string{keyHeader: m.Key}
 			m.Key = relayKey(m.Key, n)
 		}

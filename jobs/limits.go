@@ -70,9 +70,10 @@ func newRunner(log *slog.Logger, w *Workers, queues map[string]Queue, tb *tables
 // outcome: nil done, permanent dead, postponed later without spending an
 // attempt, any other retried.
 func (ru *runner) Deliver(ctx context.Context, r *ferry.Record) error {
-	q := ru.queues[r.Lane]
+	queue := queueOf(r.Lane)
+	q := ru.queues[queue]
 	if q.KeyRate > 0 && r.Key != "" {
-		if wait := ru.reserve(r.Lane, r.Key, q); wait > 0 {
+		if wait := ru.reserve(queue, r.Key, q); wait > 0 {
 			return ferry.Postpone(wait, fmt.Sprintf("key %q is over its rate of %v jobs/s", jobKey(r), q.KeyRate))
 		}
 	}
@@ -124,11 +125,11 @@ func (ru *runner) runReported(ctx context.Context, r *ferry.Record, run *attempt
 	report := time.AfterFunc(time.Until(deadline)+overdueGrace, func() {
 		overdue.Store(true)
 		ru.log.Warn("jobs: a job ignores its deadline: it still runs after its timeout and holds a worker until it returns; make it return when its context is done",
-			"kind", r.Type, "id", r.ID, "queue", r.Lane, "past_deadline", overdueGrace)
+			"kind", r.Type, "id", r.ID, "queue", queueOf(r.Lane), "past_deadline", overdueGrace)
 	})
 	err := ru.workers.deliver(ctx, r, run)
 	if !report.Stop() && overdue.Load() {
-		ru.log.Warn("jobs: a job that ignored its deadline returned", "kind", r.Type, "id", r.ID, "queue", r.Lane,
+		ru.log.Warn("jobs: a job that ignored its deadline returned", "kind", r.Type, "id", r.ID, "queue", queueOf(r.Lane),
 			"past_deadline", time.Since(deadline).Round(time.Millisecond), "err", err)
 	}
 	return err

@@ -64,7 +64,7 @@ func AddWorker[A Args](w *Workers, work func(ctx context.Context, job *Job[A]) e
 	}
 	w.kinds[name] = kind{
 		work: func(ctx context.Context, r *ferry.Record, run *attempt) error {
-			job := &Job[A]{ID: r.ID, Queue: r.Lane, Key: jobKey(r), Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt, run: run}
+			job := &Job[A]{ID: r.ID, Queue: queueOf(r.Lane), Priority: priorityOf(r.Lane), Key: jobKey(r), Attempt: r.Attempts + 1, InsertedAt: r.OccurredAt, run: run}
 			if err := json.Unmarshal(r.Payload, &job.Args); err != nil {
 				return NoRetry(fmt.Errorf("jobs: decode the arguments of %q job %s: %w; the job is dead: fix the producer, then discard or retry it", name, r.ID, err))
 			}

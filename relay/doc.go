@@ -36,7 +36,9 @@
 // it notices the lane was resumed. Deliveries in flight finish; messages
 // keep arriving and wait. The relay reads the paused lanes when it starts,
 // before it delivers anything, and then every second; while the database
-// does not answer, lanes keep the state last read.
+// does not answer, lanes keep the state last read. Pausing a lane pauses
+// its sub-lanes too, the lanes named "lane/…" (a job queue's priority
+// levels).
 //
 // # Per-key order and commit order
 //

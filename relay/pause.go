@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"strings"
 	"time"
 )
 
@@ -67,7 +68,7 @@ func (r *Relay) loadPaused(ctx context.Context) error {
 		paused[n] = true
 	}
 	for name, l := range r.lanes {
-		p := paused[name]
+		p := pausedLane(paused, name)
 		if l.paused.Swap(p) == p {
 			continue
 		}
@@ -79,4 +80,20 @@ func (r *Relay) loadPaused(ctx context.Context) error {
 		signal(l.pauseCh)
 	}
 	return nil
+}
+
+// pausedLane reports whether lane is paused: itself or, for a sub-lane
+// named "parent/sub", its parent. A job queue's priority levels are such
+// sub-lanes, so pausing the queue pauses them all.
+func pausedLane(paused map[string]bool, lane string) bool {
+	for {
+		if paused[lane] {
+			return true
+		}
+		i := strings.LastIndexByte(lane, '/')
+		if i < 0 {
+			return false
+		}
+		lane = lane[:i]
+	}
 }

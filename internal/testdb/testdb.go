@@ -87,9 +87,10 @@ func redact(dsn string) string {
 }
 
 // DropOutbox removes the outbox table named table from db, with the tables
-// and (on PostgreSQL) the trigger functions that Migrate made beside it.
+// and (on PostgreSQL) the trigger functions that Migrate made beside it,
+// and the job tables of jobs.Migrate.
 func DropOutbox(db *sql.DB, table, dialect string) {
-	for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema"} {
+	for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema", "_results", "_errors"} {
 		db.Exec("DROP TABLE IF EXISTS " + table + suffix)
 	}
 	if dialect == "postgres" {
