@@ -31,10 +31,30 @@
 //
 // Errors: a worker's error runs the job again after a backoff until the
 // queue's MaxAttempts, then the job is dead (FAILED) with its last error;
-// NoRetry(err) kills it at once, Snooze(d) runs it again after d. Arguments
-// that do not decode kill the job with the decode error. Inserting a kind
-// no worker knows, or into a queue the client does not run, is an error
-// at insert, and nothing is inserted.
+// a kind can have its own limit and retry policy (AddWorker options
+// MaxAttempts, RetryWith). NoRetry(err) kills it at once; Snooze(d) runs
+// it again after d without spending an attempt. Arguments that do not
+// decode kill the job with the decode error. A job past its Timeout has
+// its context cancelled; one that ignores that and goes on running is
+// reported in the logs, since Go cannot stop it. Inserting a kind no
+// worker knows, into a queue the client does not run, or at a priority
+// the queue does not have is an error at insert, and nothing is inserted.
+//
+// Choosing what runs: each queue has its own workers (Concurrency), or
+// shares a pool of them with other queues (Config.Pools, Queue.Pool): a
+// free worker of a pool goes to the queue of lowest Queue.Priority that
+// has a job ready (strict), and between queues of equal Priority by
+// Weight (weighted, so none starves). Within a queue, jobs have priority
+// levels (Queue.Priorities, InsertOpts.Priority, 1 first). PauseQueue and
+// ResumeQueue (or ferry pause/resume QUEUE) stop and restart a queue in
+// every process.
+//
+// Keys: jobs with the same InsertOpts.Key run at most Queue.KeyConcurrency
+// at once (default 1, which also keeps their insert order) across every
+// process, and start at most Queue.KeyRate per second; a job held back by
+// the rate waits without spending an attempt. Unique jobs (InsertOpts.
+// Unique) are unique by arguments, by a key, within a period, and among
+// the states Unique.States lists.
 //
 // Results: a worker can leave a small output (Job.SetOutput), stored
 // when it returns nil and before the job is marked completed, and report
@@ -56,7 +76,8 @@
 // without a client, for tools (ferry jobs enqueue). Client.Cancel cancels
 // a waiting or running job from any process.
 //
-// Not yet built (see the issue "Job queue"): priorities within a queue,
-// per-key rate limits and concurrency limits above one, uniqueness among
-// chosen states, pause and resume.
+// Not built: a job's process that dies rescues the job without counting
+// an attempt, so a job that kills its process each time is never dead;
+// River-style per-job uniqueness keys outside the id; a running job is
+// WAITING in the outbox, so "running" is not a state Client.Job can tell.
 package jobs
