@@ -54,6 +54,7 @@ func runJobs(ctx context.Context, c *cli, args []string) error {
 	queue := fs.String("queue", "", "the `queue` (default "+jobs.DefaultQueue+")")
 	in := fs.Duration("in", 0, "run the job after this `duration`")
 	at := fs.String("at", "", "run the job at this `time` (RFC 3339, such as 2026-11-22T02:00:00Z)")
+	priority := fs.Int("priority", 0, "the job's `level` in its queue: 1 (the default) first, up to the queue's Priorities")
 	key := fs.String("key", "", "jobs with the same `key` run one at a time, in insert order")
 	uniqueArgs := fs.Bool("unique-args", false, "a job of the same kind and arguments is the same job")
 	uniqueKey := fs.String("unique-key", "", "a job of the same kind and this `key` is the same job")
@@ -74,8 +75,10 @@ func runJobs(ctx context.Context, c *cli, args []string) error {
 		return usagef("give --in or --at, not both")
 	case *uniquePeriod != 0 && !*uniqueArgs && *uniqueKey == "":
 		return usagef("--unique-period needs --unique-args or --unique-key")
+	case *priority < 0:
+		return usagef("--priority %d: priorities start at 1 (the first)", *priority)
 	}
-	opts := &jobs.InsertOpts{Queue: *queue, Key: *key}
+	opts := &jobs.InsertOpts{Queue: *queue, Key: *key, Priority: *priority}
 	if *in > 0 {
 		opts.ScheduledAt = time.Now().Add(*in)
 	}
