@@ -69,10 +69,18 @@ func onlyDeliveries(outcomes []ferry.Outcome) (seqs []int64, del bool, ok bool) 
 // marked DONE, or deleted. The CTE turns synchronous_commit off for the
 // statement's own transaction; the uncorrelated EXISTS makes PostgreSQL
 // evaluate it once, before any row changes.
+//
+// The rows are found by primary key alone. The test of their status is
+// written "status || ''" so that the planner cannot match it with the
+// predicate of the partial index of WAITING rows: when it can, and its
+// statistics (never analyzed, or analyzed while the lane was quiet)
+// promise few WAITING rows, it ANDs the whole of that index into every
+// batch. Measured on a backlog of a million: 45 ms per batch of 1000
+// growing with the backlog, against 5 ms by primary key.
 func completeQueries(table string) (done, deleted string) {
 	const off = `WITH sync AS MATERIALIZED (SELECT set_config('synchronous_commit', 'off', true))
 `
-	const where = ` WHERE id = ANY($1::bigint[]) AND status = 'WAITING' AND EXISTS (SELECT 1 FROM sync)`
+	const where = ` WHERE id = ANY($1::bigint[]) AND status || '' = 'WAITING' AND EXISTS (SELECT 1 FROM sync)`
 	return off + `UPDATE ` + table + ` SET status = 'DONE', processed_at = now()` + where,
 		off + `DELETE FROM ` + table + where
 }

@@ -50,6 +50,8 @@ type Store struct {
 	// completeDone and completeDeleted record a batch of deliveries in one
 	// statement (see Complete).
 	completeDone, completeDeleted string
+	// waitingKeys is WaitingKeys' query (see waitingKeysSQL).
+	waitingKeys string
 }
 
 var (
@@ -111,6 +113,7 @@ func Open(ctx context.Context, dsn string, opts sqlstore.Options) (*Store, error
 		insertFast:      s.Q(insertSQL),
 		completeDone:    done,
 		completeDeleted: deleted,
+		waitingKeys:     s.Q(waitingKeysSQL),
 	}, nil
 }
 
