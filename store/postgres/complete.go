@@ -70,9 +70,10 @@ func onlyDeliveries(outcomes []ferry.Outcome) (seqs []int64, del bool, ok bool) 
 // statement's own transaction; the uncorrelated EXISTS makes PostgreSQL
 // evaluate it once, before any row changes.
 //
-// The rows are found by primary key alone. The test of their status is
-// written "status || ”" so that the planner cannot match it with the
-// predicate of the partial index of WAITING rows: when it can, and its
+// The rows are found by primary key alone. The test of their status
+// appends the empty string to the column, so that the planner cannot
+// match it with the predicate of the partial index of WAITING rows: when
+// it can, and its
 // statistics (never analyzed, or analyzed while the lane was quiet)
 // promise few WAITING rows, it ANDs the whole of that index into every
 // batch. Measured on a backlog of a million: 45 ms per batch of 1000
