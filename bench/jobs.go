@@ -89,6 +89,9 @@ func Jobs(ctx context.Context, cfg JobsConfig) (_ []Result, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := client.Migrate(ctx); err != nil {
+		return nil, fmt.Errorf("create the job tables beside %s: %w", tb.table, err)
+	}
 	params := []Param{{"workers", cfg.Workers}, {"duration_s", cfg.Duration.Seconds()}, {"inserters", cfg.Inserters},
 		{"insert_batch", cfg.InsertBatch}, {"rate", cfg.Rate}, {"cpus", runtime.NumCPU()}}
 	res := func(metric string, v float64, unit string, n int, notes ...Param) Result {

@@ -78,7 +78,14 @@
 // transaction: a fetch reads past a cursor (the highest id it has seen),
 // and a rescan pass every RescanInterval reads behind it for messages that
 // became visible late. So a late message waits at most RescanInterval; a
-// transaction left open for an hour delays only its own messages.
+// transaction left open for an hour delays only its own messages. A
+// message can only commit late if a fetch once skipped its id, so while
+// fetches skip ids (other lanes' messages, rolled back or open
+// transactions) the relay also probes, as often as every 10ms, the ids
+// above where the last pass began: a late message found there calls for a
+// pass at once. The probes are cheap where a pass is not: a pass walks the
+// lane's index from its first id, over the entries that delivered
+// messages leave until the table is vacuumed.
 //
 // Order survives failures. A failed delivery is retried with backoff and
 // the key's later messages wait for it; they never overtake it. When the

@@ -22,27 +22,51 @@ const rescanPage = 1000
 // retry or delay fell due, messages a person retried, and the shards this
 // relay just took over. Fetches and passes run one at a time, in order,
 // so the loop sees messages in the order they became visible.
+//
+// A pass reads the lane's WAITING messages from the lowest id up, and its
+// cost grows with what it steps over: the index entries of delivered
+// messages stay until the table is vacuumed, hundreds of thousands of
+// them on a busy lane, several milliseconds a pass. So full passes come
+// every RescanInterval, or when the lane asks for one, and in between the
+// loop only probes the ids above the cursor of the last full pass for a
+// message that committed late (see nextProbe). A probe admits nothing: a
+// late message it finds calls for a full pass, which reads the late
+// transaction's messages in order, whatever their ids.
 func (l *lane) fetchLoop(ctx context.Context) {
 	var (
 		cursor int64
 		used   *shardSet // the shards of the last pass
 		logged bool
+		// passFloor is the cursor when the last full pass began: what
+		// that pass could not see at or below it, the next one will.
+		passFloor int64
+		// lastGap is when a fresh fetch last skipped an id: a message of
+		// another lane or shard, a rolled back one, or one whose
+		// transaction has not committed yet and will be read behind the
+		// cursor.
+		lastGap time.Time
 	)
 	poll := time.NewTicker(l.r.opts.PollInterval)
 	defer poll.Stop()
 	rescan := time.NewTimer(l.r.opts.RescanInterval)
 	defer rescan.Stop()
-	var lastFresh time.Time // when a fresh fetch last found messages
-	wantPass := true        // the first pass loads the held keys before anything is delivered
+	probe := time.NewTimer(time.Hour)
+	probe.Stop()
+	defer probe.Stop()
+	wantPass := true // the first pass loads the held keys before anything is delivered
+	wantProbe := false
 
 	for ctx.Err() == nil {
 		// Under a backlog the fetches below run back to back without
-		// waiting; passes that are due must not starve behind them.
+		// waiting; passes and probes that are due must not starve behind
+		// them.
 		select {
 		case <-l.rescanCh:
 			wantPass = true
 		case <-rescan.C:
 			wantPass = true
+		case <-probe.C:
+			wantProbe = true
 		default:
 		}
 		owned := l.r.owned.Load()
@@ -50,13 +74,26 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			wantPass = true
 		}
 		if wantPass {
-			rows, err := l.pass(ctx, owned, cursor)
+			floor := cursor
+			startedAt := time.Now()
+			rows, err := l.pass(ctx, owned, 0, cursor, false)
 			if err != nil {
 				l.fetchFailed(ctx, err, &logged)
 				continue
 			}
-			rescan.Reset(l.nextPass(rows, lastFresh))
-			used, wantPass = owned, false
+			rescan.Reset(l.r.opts.RescanInterval)
+			used, wantPass, passFloor = owned, false, floor
+			wantProbe = false
+			l.scheduleProbe(probe, rows, time.Since(startedAt), lastGap)
+		} else if wantProbe {
+			startedAt := time.Now()
+			rows, err := l.pass(ctx, owned, passFloor, cursor, true)
+			if err != nil {
+				l.fetchFailed(ctx, err, &logged)
+				continue
+			}
+			wantProbe = false
+			l.scheduleProbe(probe, rows, time.Since(startedAt), lastGap)
 		}
 		full := false
 		if space := l.capacity - int(l.buffered.Load()); space >= min(l.cfg.BatchSize, l.capacity/4) && len(owned.list) > 0 {
@@ -68,7 +105,12 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			}
 			logged = false
 			if len(rows) > 0 {
-				lastFresh = time.Now()
+				if skipsIDs(cursor, rows) {
+					if time.Since(lastGap) > l.r.opts.RescanInterval {
+						probe.Reset(quickProbe) // the first skip after a quiet spell
+					}
+					lastGap = time.Now()
+				}
 				older, complete, err := l.olderWaiting(ctx, rows, cursor)
 				if err != nil {
 					l.fetchFailed(ctx, err, &logged)
@@ -93,37 +135,62 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			wantPass = true
 		case <-rescan.C:
 			wantPass = true
+		case <-probe.C:
+			wantProbe = true
 		}
 	}
 }
 
-// Rescan pacing: see nextPass.
+// Probe pacing: see scheduleProbe.
 const (
-	quickPass  = 10 * time.Millisecond
-	passPerRow = 50 * time.Microsecond
+	quickProbe  = 10 * time.Millisecond
+	probePerRow = 50 * time.Microsecond
+	// probeShare bounds the share of the lane's reading time that probes
+	// take: a probe that took d is followed by at least (probeShare-1)·d
+	// of fresh reading.
+	probeShare = 5
 )
 
-// nextPass says when to rescan after a pass that read rows. While fresh
-// messages are arriving, transactions that commit out of id order are
-// likely, and a late message waits for the next pass: so passes come
-// quickly, as often as every 10ms, spaced out in proportion to what a
-// pass reads (its cost), up to RescanInterval. A quiet lane rescans every
-// RescanInterval, for what commits late after a long transaction.
-func (l *lane) nextPass(rows int, lastFresh time.Time) time.Duration {
+// scheduleProbe sets the probe timer after a pass or probe that read rows
+// in elapsed. Only a message whose id a fresh fetch skipped can commit
+// behind the cursor: while fetches skip ids, such a late message waits
+// for the next probe, so probes come quickly, as often as every 10ms,
+// spaced out in proportion to what a probe reads and how long it took
+// (its cost). A lane whose fetches skipped no id within the last
+// RescanInterval (a lane of its own table whose writers commit in id
+// order, say) is not probed: its full passes every RescanInterval find
+// what commits late after a transaction that stayed open that long.
+func (l *lane) scheduleProbe(t *time.Timer, rows int, elapsed time.Duration, lastGap time.Time) {
 	every := l.r.opts.RescanInterval
-	if time.Since(lastFresh) > every {
-		return every
+	if time.Since(lastGap) > every {
+		t.Stop()
+		return
 	}
-	return min(max(time.Duration(rows)*passPerRow, quickPass), every)
+	t.Reset(min(max(time.Duration(rows)*probePerRow, probeShare*elapsed, quickProbe), every))
 }
 
-// pass reads everything due behind the cursor, in pages, and returns how
-// many rows it read.
-func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) (int, error) {
+// skipsIDs reports whether rows, read past cursor in id order, leave out
+// an id above it.
+func skipsIDs(cursor int64, rows []ferry.Record) bool {
+	next := cursor + 1
+	for _, r := range rows {
+		if r.Seq != next {
+			return true
+		}
+		next = r.Seq + 1
+	}
+	return false
+}
+
+// pass reads everything due in (from, cursor], in pages, and returns how
+// many rows it read. A full pass reads from 0; a probe (from above 0)
+// reads to detect a late message, and its pages are marked so that the
+// loop only looks.
+func (l *lane) pass(ctx context.Context, owned *shardSet, from, cursor int64, probe bool) (int, error) {
 	startedAt := time.Now()
 	drops := l.drops.Load()
 	var heldKeys []string
-	if l.cfg.OnFailed == Hold {
+	if l.cfg.OnFailed == Hold && !probe {
 		var err error
 		if err = l.r.gate.acquire(ctx, l.cfg.Name, 1); err != nil {
 			return 0, err
@@ -139,10 +206,10 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) (int, er
 		skip = skip[:maxSkipKeys]
 	}
 	first, total := true, 0
-	after := int64(0)
+	after := from
 	for {
 		var rows []ferry.Record
-		if cursor > 0 && len(owned.list) > 0 {
+		if cursor > after && len(owned.list) > 0 {
 			var err error
 			rows, err = l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: after,
 				UpToSeq: cursor, SkipDelayed: true, SkipKeys: skip, Limit: rescanPage})
@@ -151,8 +218,10 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, cursor int64) (int, er
 			}
 		}
 		last := len(rows) < rescanPage
-		if !l.send(ctx, page{rows: rows, rescan: true, startedAt: startedAt, first: first, last: last, held: heldKeys, drops: drops}) {
-			return 0, ctx.Err()
+		if !probe || len(rows) > 0 {
+			if !l.send(ctx, page{rows: rows, rescan: true, probe: probe, startedAt: startedAt, first: first, last: last, held: heldKeys, drops: drops}) {
+				return 0, ctx.Err()
+			}
 		}
 		total += len(rows)
 		if last {

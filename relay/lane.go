@@ -57,6 +57,7 @@ type lane struct {
 type page struct {
 	rows      []ferry.Record
 	rescan    bool      // from a rescan pass (behind the cursor) rather than the fresh edge
+	probe     bool      // from a probe: only look for a late message (see fetchLoop)
 	startedAt time.Time // when the pass began
 	first     bool      // first page of a pass: held is set
 	last      bool      // last page of a pass
@@ -272,6 +273,12 @@ func (l *lane) loop(ctx context.Context, st *laneState) {
 // messages are queued in the order the lane first sees them, which is
 // commit order (see the package documentation).
 func (l *lane) accept(st *laneState, p page) {
+	if p.probe {
+		if l.lateCommit(st, p) {
+			signal(l.rescanCh)
+		}
+		return
+	}
 	now := time.Now()
 	if p.first {
 		l.updateHolds(st, p)
@@ -364,6 +371,30 @@ func (l *lane) accept(st *laneState, p page) {
 			}
 		}
 	}
+}
+
+// lateCommit reports whether a probe shows a message the lane should
+// have read: one it does not know, of a shard it holds, and of a key
+// whose messages it takes as they come (a key held, evicted or
+// recovering has its messages read back by passes anyway).
+func (l *lane) lateCommit(st *laneState, p page) bool {
+	owned := l.r.owned.Load()
+	for _, rec := range p.rows {
+		if _, ok := st.known[rec.Seq]; ok {
+			continue
+		}
+		if _, ok := st.gone[rec.Seq]; ok {
+			continue
+		}
+		if !owned.has(rec.Shard) {
+			continue
+		}
+		if ks := st.keys[rec.Key]; rec.Key != "" && ks != nil && ks.mode != normal {
+			continue
+		}
+		return true
+	}
+	return false
 }
 
 // overlooked reports whether a fresh page shows a WAITING message of key,

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/relay"
@@ -179,4 +180,81 @@ func contains(s, sub string) bool {
 		}
 	}
 	return false
+}
+
+// TestLateCommitBehindCursor: a transaction writes a message of key "a",
+// stays open while other transactions commit past it and a rescan pass
+// runs, writes a second message of "a", which later ones also pass, and
+// commits. Both messages are behind the relay's cursor when they become
+// visible, and with a rescan interval of ten minutes no timed pass comes
+// for them: the relay must still find them, and deliver them in order.
+func TestLateCommitBehindCursor(t *testing.T) {
+	forEachStore(t, func(t *testing.T, ts testStore) {
+		if ts.Dialect() == "sqlite" {
+			t.Skip("SQLite has one writer at a time: no transaction can commit past an open one")
+		}
+		ctx := context.Background()
+		rc := newRecorder()
+		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}, RescanInterval: 10 * time.Minute})
+		outbox := ferry.NewOutbox(ts)
+		write := func(tx *sql.Tx, m ferry.Message) {
+			t.Helper()
+			m.Topic = "t"
+			if tx != nil {
+				if err := outbox.Write(ctx, tx, m); err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			tx, err := ts.db.BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := outbox.Write(ctx, tx, m); err != nil {
+				tx.Rollback()
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		delivered := func(id string) func() bool {
+			return func() bool {
+				rc.mu.Lock()
+				defer rc.mu.Unlock()
+				for _, r := range rc.got {
+					if r.ID == id {
+						return true
+					}
+				}
+				return false
+			}
+		}
+
+		late, err := ts.db.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer late.Rollback()
+		write(late, ferry.Message{ID: "a-1", Key: "a", Payload: []byte("1")})
+		write(nil, ferry.Message{ID: "b-1", Key: "b"})
+		waitFor(t, "b-1", delivered("b-1"))
+		// A delayed message falling due makes the relay run a rescan pass,
+		// which reads behind a cursor that is past a-1.
+		write(nil, ferry.Message{ID: "c-1", Key: "c", DeliverAt: time.Now().Add(300 * time.Millisecond)})
+		waitFor(t, "c-1", delivered("c-1"))
+		write(late, ferry.Message{ID: "a-2", Key: "a", Payload: []byte("2")})
+		write(nil, ferry.Message{ID: "d-1", Key: "d"})
+		waitFor(t, "d-1", delivered("d-1"))
+		if err := late.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a-1 and a-2", func() bool { return delivered("a-1")() && delivered("a-2")() })
+		rc.mu.Lock()
+		defer rc.mu.Unlock()
+		if got := rc.byKey["a"]; len(got) != 2 || got[0] != "1" || got[1] != "2" {
+			t.Fatalf("key a: delivered payloads %v; want [1 2], in the order the transaction wrote them", got)
+		}
+	})
 }
