@@ -97,7 +97,25 @@ type Notifier interface {
 	// Listen calls wake with a lane name each time messages of that lane
 	// are committed, until ctx is done. It returns when ctx is done or the
 	// listening connection fails; the caller listens again after a pause.
-	Listen(ctx context.Context, wake func(lane string)) error
+	//
+	// seq, if not 0, is the lowest Seq among the messages the commit
+	// wrote to the lane: a relay that has already read past it learns
+	// that the commit came late, and reads behind its position at once.
+	Listen(ctx context.Context, wake func(lane string, seq int64)) error
+}
+
+// OlderFetcher is implemented by stores that can read a relay's fresh
+// messages and the older WAITING messages of their keys in one statement:
+// one round trip where Fetch and WaitingKeys take two, and one snapshot.
+// Under load every round trip waits for a CPU on the database server, so
+// this is what keeps a quiet lane quick while another floods.
+type OlderFetcher interface {
+	// FetchWithOlder returns Fetch(q) and, for each key among the
+	// messages it returns, the WAITING messages of that key with Seq at
+	// most q.AfterSeq that WaitingKeys would return: the lowest perKey
+	// of each key, as (key, Seq) pairs. A wrapper of a store that cannot
+	// returns an error wrapping errors.ErrUnsupported.
+	FetchWithOlder(ctx context.Context, q FetchQuery, perKey int) ([]Record, []KeySeq, error)
 }
 
 // FetchQuery selects WAITING messages of one lane.

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -21,10 +22,9 @@ type storeTimings struct {
 }
 
 type callStats struct {
-	n     int
 	rows  int
 	total time.Duration
-	max   time.Duration
+	took  []time.Duration
 }
 
 func newStoreTimings() *storeTimings { return &storeTimings{calls: map[string]*callStats{}} }
@@ -38,10 +38,9 @@ func (t *storeTimings) track(method string, began time.Time, rows int) {
 		c = &callStats{}
 		t.calls[method] = c
 	}
-	c.n++
 	c.rows += rows
 	c.total += d
-	c.max = max(c.max, d)
+	c.took = append(c.took, d)
 }
 
 // reset forgets what was measured so far.
@@ -64,12 +63,13 @@ func (t *storeTimings) write(w io.Writer, title string, elapsed time.Duration) {
 	}
 	slices.SortFunc(names, func(a, b string) int { return int(t.calls[b].total - t.calls[a].total) })
 	fmt.Fprintf(w, "store calls during %s (%v; busy = total time in calls / elapsed, >100%% when calls overlap):\n", title, elapsed.Round(time.Millisecond))
-	fmt.Fprintf(w, "  %-12s %8s %10s %9s %9s %9s %7s\n", "method", "calls", "rows", "avg", "max", "rows/call", "busy")
+	fmt.Fprintf(w, "  %-20s %8s %10s %9s %9s %9s %9s %7s\n", "method lane", "calls", "rows", "avg", "p99", "max", "rows/call", "busy")
 	for _, n := range names {
 		c := t.calls[n]
-		fmt.Fprintf(w, "  %-12s %8d %10d %9s %9s %9.0f %6.0f%%\n", n, c.n, c.rows,
-			(c.total / time.Duration(c.n)).Round(10*time.Microsecond), c.max.Round(10*time.Microsecond),
-			float64(c.rows)/float64(c.n), 100*c.total.Seconds()/elapsed.Seconds())
+		s := summarize(c.took)
+		fmt.Fprintf(w, "  %-20s %8d %10d %9s %9s %9s %9.0f %6.0f%%\n", n, s.n, c.rows,
+			(c.total / time.Duration(s.n)).Round(10*time.Microsecond), s.p99.Round(10*time.Microsecond), s.max.Round(10*time.Microsecond),
+			float64(c.rows)/float64(s.n), 100*c.total.Seconds()/elapsed.Seconds())
 	}
 }
 
@@ -92,12 +92,28 @@ func timed(s ferry.Store, t *storeTimings) ferry.Store {
 func (s timedStore) Fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {
 	began := time.Now()
 	recs, err := s.Store.Fetch(ctx, q)
-	name := "Fetch"
+	name := "Fetch " + q.Lane
 	if q.UpToSeq > 0 {
-		name = "Fetch/rescan"
+		name = "Fetch/rescan " + q.Lane
 	}
 	s.t.track(name, began, len(recs))
 	return recs, err
+}
+
+// FetchWithOlder measures the store's FetchWithOlder, if it has one.
+func (s timedStore) FetchWithOlder(ctx context.Context, q ferry.FetchQuery, perKey int) ([]ferry.Record, []ferry.KeySeq, error) {
+	of, ok := s.Store.(ferry.OlderFetcher)
+	if !ok {
+		return nil, nil, fmt.Errorf("bench: %T fetches without older messages: %w", s.Store, errors.ErrUnsupported)
+	}
+	began := time.Now()
+	recs, older, err := of.FetchWithOlder(ctx, q, perKey)
+	name := "FetchWithOlder " + q.Lane
+	if q.UpToSeq > 0 {
+		name = "FetchWithOlder/catch-up " + q.Lane
+	}
+	s.t.track(name, began, len(recs))
+	return recs, older, err
 }
 
 func (s timedStore) Complete(ctx context.Context, outcomes []ferry.Outcome) error {
@@ -110,14 +126,14 @@ func (s timedStore) Complete(ctx context.Context, outcomes []ferry.Outcome) erro
 func (s timedStore) WaitingKeys(ctx context.Context, lane string, keys []string, upToSeq int64, limit int) ([]ferry.KeySeq, error) {
 	began := time.Now()
 	out, err := s.Store.WaitingKeys(ctx, lane, keys, upToSeq, limit)
-	s.t.track("WaitingKeys", began, len(keys))
+	s.t.track("WaitingKeys "+lane, began, len(keys))
 	return out, err
 }
 
 func (s timedStore) HeldKeys(ctx context.Context, lane string) ([]string, error) {
 	began := time.Now()
 	out, err := s.Store.HeldKeys(ctx, lane)
-	s.t.track("HeldKeys", began, len(out))
+	s.t.track("HeldKeys "+lane, began, len(out))
 	return out, err
 }
 
@@ -141,6 +157,6 @@ type timedNotifier struct {
 	n ferry.Notifier
 }
 
-func (s timedNotifier) Listen(ctx context.Context, wake func(lane string)) error {
+func (s timedNotifier) Listen(ctx context.Context, wake func(lane string, seq int64)) error {
 	return s.n.Listen(ctx, wake)
 }

@@ -151,7 +151,7 @@ func TestBadInput(t *testing.T) {
 			ctx := context.Background()
 			rc := newRecorder()
 			lanes := []relay.Lane{{Name: ferry.DefaultLane, MaxAttempts: 5}}
-			stop := startRelay(t, relay.Options{Store: ts, Lanes: lanes,
+			stop := startRelay(t, relay.Options{Store: ts.Store, Lanes: lanes,
 				Routes: []relay.Route{{Topic: "orders.*", Destination: rc}}})
 			write(t, ts,
 				ferry.Message{ID: "pay-1", Topic: "payments", Key: "acct-1", Payload: []byte("pay-1")},
@@ -178,7 +178,7 @@ func TestBadInput(t *testing.T) {
 
 			// The routes are fixed and a person retries the message.
 			rc2 := newRecorder()
-			startRelay(t, relay.Options{Store: ts, Lanes: lanes,
+			startRelay(t, relay.Options{Store: ts.Store, Lanes: lanes,
 				Routes: []relay.Route{{Topic: "payments", Destination: rc2}, {Topic: "orders.*", Destination: rc2}}})
 			if n, err := ts.Retry(ctx, ferry.Filter{IDs: []string{"pay-1"}}); err != nil || n != 1 {
 				t.Fatalf("Retry: %d, %v; want 1 message retried", n, err)
@@ -209,7 +209,7 @@ func TestBadInput(t *testing.T) {
 				}
 				return nil
 			}
-			startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: ferry.DefaultLane, MaxAttempts: 10}},
+			startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: ferry.DefaultLane, MaxAttempts: 10}},
 				Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 			msgs := []ferry.Message{{ID: "bad", Topic: "t", Key: "a"}}
 			for i := range 20 {

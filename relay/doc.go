@@ -83,9 +83,14 @@
 // fetches skip ids (other lanes' messages, rolled back or open
 // transactions) the relay also probes, as often as every 10ms, the ids
 // above where the last pass began: a late message found there calls for a
-// pass at once. The probes are cheap where a pass is not: a pass walks the
-// lane's index from its first id, over the entries that delivered
-// messages leave until the table is vacuumed.
+// pass at once. The probes are cheap where a pass is not: a pass walks
+// the lane's index from its first id, over the entries that delivered
+// messages leave until the table is vacuumed. On PostgreSQL there is no
+// need to look: each commit's notification names the lowest id it wrote
+// to the lane, and a notice of an id the relay has passed without seeing
+// it makes the relay read the ids from there up to its cursor at once,
+// with the older WAITING messages of their keys, as a fresh fetch reads
+// past the cursor. While such notices arrive the relay does not probe.
 //
 // Order survives failures. A failed delivery is retried with backoff and
 // the key's later messages wait for it; they never overtake it. When the

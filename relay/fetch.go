@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"time"
 
@@ -55,6 +56,7 @@ func (l *lane) fetchLoop(ctx context.Context) {
 	defer probe.Stop()
 	wantPass := true // the first pass loads the held keys before anything is delivered
 	wantProbe := false
+	recent := newRecentSeqs()
 
 	for ctx.Err() == nil {
 		// Under a backlog the fetches below run back to back without
@@ -95,10 +97,18 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			wantProbe = false
 			l.scheduleProbe(probe, rows, time.Since(startedAt), lastGap)
 		}
+		if seqs, overflow := l.notices.take(); overflow {
+			wantProbe = true
+		} else if from, late := lateFrom(seqs, cursor, recent); late {
+			if err := l.catchUp(ctx, owned, from, cursor, recent); err != nil {
+				l.fetchFailed(ctx, err, &logged)
+				continue
+			}
+		}
 		full := false
 		if space := l.capacity - int(l.buffered.Load()); space >= min(l.cfg.BatchSize, l.capacity/4) && len(owned.list) > 0 {
 			limit := min(l.cfg.BatchSize, space)
-			rows, err := l.fetch(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: cursor, Limit: limit})
+			rows, fresh, err := l.fetchFresh(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: cursor, Limit: limit})
 			if err != nil {
 				l.fetchFailed(ctx, err, &logged)
 				continue
@@ -106,18 +116,15 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			logged = false
 			if len(rows) > 0 {
 				if skipsIDs(cursor, rows) {
-					if time.Since(lastGap) > l.r.opts.RescanInterval {
+					if time.Since(lastGap) > l.r.opts.RescanInterval && !l.notified() {
 						probe.Reset(quickProbe) // the first skip after a quiet spell
 					}
 					lastGap = time.Now()
 				}
-				older, complete, err := l.olderWaiting(ctx, rows, cursor)
-				if err != nil {
-					l.fetchFailed(ctx, err, &logged)
-					continue
-				}
 				cursor = rows[len(rows)-1].Seq
-				if !l.send(ctx, page{rows: rows, older: older, olderComplete: complete}) {
+				recent.add(rows)
+				fresh.rows = rows
+				if !l.send(ctx, fresh) {
 					return
 				}
 			}
@@ -159,10 +166,13 @@ const (
 // (its cost). A lane whose fetches skipped no id within the last
 // RescanInterval (a lane of its own table whose writers commit in id
 // order, say) is not probed: its full passes every RescanInterval find
-// what commits late after a transaction that stayed open that long.
+// what commits late after a transaction that stayed open that long. Nor
+// is a lane whose commits are notified with their ids: the notice of a
+// late commit makes the loop catch up at once (see catchUp), and if
+// notices stop, probes start again within RescanInterval.
 func (l *lane) scheduleProbe(t *time.Timer, rows int, elapsed time.Duration, lastGap time.Time) {
 	every := l.r.opts.RescanInterval
-	if time.Since(lastGap) > every {
+	if time.Since(lastGap) > every || l.notified() {
 		t.Stop()
 		return
 	}
@@ -231,6 +241,43 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, from, cursor int64, pr
 	}
 }
 
+// fetchFresh reads the messages past q.AfterSeq and the older WAITING
+// messages of their keys, at or below q.AfterSeq (see olderWaiting): in
+// one statement if the store can. It returns the rows and a page with
+// the older messages filled in.
+func (l *lane) fetchFresh(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, page, error) {
+	if of, ok := l.r.opts.Store.(ferry.OlderFetcher); ok && q.AfterSeq > 0 && !l.r.olderUnsupported.Load() {
+		if err := l.r.gate.acquire(ctx, l.cfg.Name, q.Limit); err != nil {
+			return nil, page{}, err
+		}
+		rows, found, err := of.FetchWithOlder(ctx, q, perKeyCap+1)
+		l.r.gate.release()
+		switch {
+		case errors.Is(err, errors.ErrUnsupported):
+			l.r.olderUnsupported.Store(true)
+		case err != nil:
+			return nil, page{}, err
+		default:
+			return rows, page{older: olderByKey(found), olderComplete: true, olderCap: perKeyCap + 1}, nil
+		}
+	}
+	rows, err := l.fetch(ctx, q)
+	if err != nil || len(rows) == 0 {
+		return rows, page{}, err
+	}
+	older, complete, err := l.olderWaiting(ctx, rows, q.AfterSeq)
+	return rows, page{older: older, olderComplete: complete}, err
+}
+
+// olderByKey groups found by key.
+func olderByKey(found []ferry.KeySeq) map[string][]int64 {
+	older := make(map[string][]int64, len(found))
+	for _, ks := range found {
+		older[ks.Key] = append(older[ks.Key], ks.Seq)
+	}
+	return older
+}
+
 // olderWaiting reads, for the keys among rows, the WAITING messages at or
 // below the cursor the rows were read past. The loop compares them with
 // what it knows: a message there that it has never seen committed after
@@ -261,11 +308,7 @@ func (l *lane) olderWaiting(ctx context.Context, rows []ferry.Record, cursor int
 	if err != nil {
 		return nil, false, err
 	}
-	older := make(map[string][]int64, len(found))
-	for _, ks := range found {
-		older[ks.Key] = append(older[ks.Key], ks.Seq)
-	}
-	return older, len(found) < limit, nil
+	return olderByKey(found), len(found) < limit, nil
 }
 
 func (l *lane) fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {

@@ -38,6 +38,8 @@ type lane struct {
 	// pages must not be admitted: another pass reads the shards again.
 	drops atomic.Int64
 
+	notices   notices              // commits notified since the fetcher last looked
+	noticedAt atomic.Int64         // when the latest notice with a Seq came, in Unix nanoseconds
 	wakeCh    chan struct{}        // messages were committed
 	rescanCh  chan struct{}        // the loop wants a rescan pass
 	spaceCh   chan struct{}        // the loop freed buffer space
@@ -68,6 +70,9 @@ type page struct {
 	// was cut short.
 	older         map[string][]int64
 	olderComplete bool
+	// olderCap, if not 0, is how many older messages of each key were
+	// read at most: a key with that many may have more.
+	olderCap int
 }
 
 // result is the outcome of one delivery attempt.
@@ -166,6 +171,23 @@ func signal(ch chan struct{}) {
 
 // wake tells the lane that messages were committed.
 func (l *lane) wake() { signal(l.wakeCh) }
+
+// notify tells the lane that a commit wrote messages to it, the lowest
+// with Seq seq (0 if unknown).
+func (l *lane) notify(seq int64) {
+	if seq > 0 {
+		l.notices.add(seq)
+		l.noticedAt.Store(time.Now().UnixNano())
+	}
+	signal(l.wakeCh)
+}
+
+// notified reports whether the lane was told of a commit with its Seq
+// within the last RescanInterval: whether the store's notifications name
+// ids and arrive.
+func (l *lane) notified() bool {
+	return time.Since(time.Unix(0, l.noticedAt.Load())) < l.r.opts.RescanInterval
+}
 
 // run runs the lane until ctx is done, then stops gracefully: it stops
 // fetching, lets deliveries in flight finish for up to the shutdown
@@ -403,7 +425,7 @@ func (l *lane) overlooked(st *laneState, p page, key string) bool {
 	if p.older == nil {
 		return false
 	}
-	if !p.olderComplete {
+	if !p.olderComplete || (p.olderCap > 0 && len(p.older[key]) >= p.olderCap) {
 		return true
 	}
 	for _, seq := range p.older[key] {

@@ -34,7 +34,7 @@ func TestConcurrentWritersKeepCommitOrder(t *testing.T) {
 			}
 		}
 		rc := newRecorder()
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 		outbox := ferry.NewOutbox(ts)
 		bump := rebind(ts, `UPDATE `+counters+` SET n = n + 1 WHERE k = ?`)
@@ -188,6 +188,8 @@ func contains(s, sub string) bool {
 // commits. Both messages are behind the relay's cursor when they become
 // visible, and with a rescan interval of ten minutes no timed pass comes
 // for them: the relay must still find them, and deliver them in order.
+// On PostgreSQL the commit's notification names a-1's id and the relay
+// catches up at once; MariaDB notifies nothing, and probes find them.
 func TestLateCommitBehindCursor(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		if ts.Dialect() == "sqlite" {
@@ -195,7 +197,7 @@ func TestLateCommitBehindCursor(t *testing.T) {
 		}
 		ctx := context.Background()
 		rc := newRecorder()
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}, RescanInterval: 10 * time.Minute})
 		outbox := ferry.NewOutbox(ts)
 		write := func(tx *sql.Tx, m ferry.Message) {

@@ -111,7 +111,7 @@ func TestPauseLane(t *testing.T) {
 				t.Fatal(err)
 			}
 			logs := &syncBuffer{}
-			startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+			startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: dest}},
 				Logger: slog.New(slog.NewTextHandler(logs, nil)),
 				Lanes:  []relay.Lane{{Name: "a", Concurrency: 1}, {Name: "b", Concurrency: 1}, {Name: "c"}}})
 

@@ -96,7 +96,7 @@ func TestPoolPriority(t *testing.T) {
 			dest := newStartLog(2 * time.Millisecond)
 			backlog(t, ts, "high", n)
 			backlog(t, ts, "low", n)
-			startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+			startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: dest}},
 				Pools: []relay.Pool{{Name: "workers", Concurrency: workers}},
 				Lanes: []relay.Lane{
 					{Name: "low", Pool: "workers", Priority: 1},
@@ -136,7 +136,7 @@ func TestPoolWeights(t *testing.T) {
 	dest := newStartLog(2 * time.Millisecond)
 	backlog(t, ts, "heavy", n)
 	backlog(t, ts, "light", n)
-	startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+	startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: dest}},
 		Pools: []relay.Pool{{Name: "workers", Concurrency: 4}},
 		Lanes: []relay.Lane{
 			{Name: "heavy", Pool: "workers", Weight: 3},
@@ -191,7 +191,7 @@ func TestPoolLaneConcurrency(t *testing.T) {
 	log := newStartLog(0)
 	backlog(t, ts, "high", n)
 	backlog(t, ts, "low", n)
-	startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: ferry.DestinationFunc(
+	startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: ferry.DestinationFunc(
 		func(ctx context.Context, r *ferry.Record) error {
 			log.Deliver(ctx, r)
 			return dest(ctx, r)
@@ -241,7 +241,7 @@ func TestPoolShutdown(t *testing.T) {
 		return nil
 	})
 	backlog(t, ts, "stuck", 1)
-	stop := startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+	stop := startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: dest}},
 		ShutdownTimeout: 200 * time.Millisecond,
 		Pools:           []relay.Pool{{Name: "workers", Concurrency: 1}},
 		Lanes:           []relay.Lane{{Name: "stuck", Pool: "workers"}, {Name: "waiting", Pool: "workers"}}})

@@ -19,13 +19,17 @@ import (
 // Relay delivers the outbox's messages: it leases shards, runs each lane,
 // and keeps the leases alive. Create it with New and start it with Run.
 type Relay struct {
-	opts  Options
-	node  string
-	log   *slog.Logger
-	gate  *fairGate
-	pools map[string]*pool
-	lanes map[string]*lane
-	owned atomic.Pointer[shardSet]
+	opts Options
+	node string
+	log  *slog.Logger
+	gate *fairGate
+	// olderUnsupported is set when the store turned out not to fetch
+	// with older messages after all (a wrapper): use Fetch and
+	// WaitingKeys.
+	olderUnsupported atomic.Bool
+	pools            map[string]*pool
+	lanes            map[string]*lane
+	owned            atomic.Pointer[shardSet]
 
 	routeMu sync.RWMutex
 	routes  map[string]ferry.Destination // resolved per topic, nil for no route
@@ -309,9 +313,9 @@ func (r *Relay) listenLoop(ctx context.Context, n ferry.Notifier) {
 	pause := 100 * time.Millisecond
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := n.Listen(ctx, func(name string) {
+		err := n.Listen(ctx, func(name string, seq int64) {
 			if l, ok := r.lanes[name]; ok {
-				l.wake()
+				l.notify(seq)
 			}
 		})
 		if ctx.Err() != nil {

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -228,7 +229,7 @@ func TestDeliversInKeyOrder(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		rc := newRecorder()
 		const keys, perKey = 20, 30
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 8, BatchSize: 50}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", Concurrency: 8, BatchSize: 50}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 		for i := range perKey {
 			var msgs []ferry.Message
@@ -265,7 +266,7 @@ func TestPoisonMessageFailsAndHoldsOnlyItsKey(t *testing.T) {
 			}
 			return nil
 		}
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", MaxAttempts: 3,
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", MaxAttempts: 3,
 			Backoff: relay.Backoff{Initial: 10 * time.Millisecond, Max: 20 * time.Millisecond}}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 		write(t, ts, ferry.Message{Topic: "t", Key: "bad", Payload: []byte("poison")},
@@ -308,7 +309,7 @@ func TestPoisonMessageFailsAndHoldsOnlyItsKey(t *testing.T) {
 func TestNoRouteFails(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		rc := newRecorder()
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "orders.*", Destination: rc}}})
 		write(t, ts, ferry.Message{Topic: "orders.placed"}, ferry.Message{Topic: "payments"})
 		var failed []ferry.Record
@@ -327,7 +328,7 @@ func TestTwoRelaysShareShardsWithoutOverlap(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		rc := newRecorder()
 		rc.fail = func(*ferry.Record) error { time.Sleep(time.Millisecond); return nil } // let deliveries overlap if they can
-		opts := relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
+		opts := relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}, LeaseTTL: time.Second}
 		a, b := opts, opts
 		a.Node, b.Node = "relay-a", "relay-b"
@@ -422,7 +423,7 @@ func TestFloodedLaneDoesNotDelayOtherLane(t *testing.T) {
 			flood = append(flood, ferry.Message{Lane: "batch", Topic: "t", Key: fmt.Sprint(i % 50)})
 		}
 		write(t, ts, flood...)
-		startRelay(t, relay.Options{Store: ts, Routes: []relay.Route{{Topic: "*", Destination: dest}},
+		startRelay(t, relay.Options{Store: ts.Store, Routes: []relay.Route{{Topic: "*", Destination: dest}},
 			Lanes: []relay.Lane{{Name: "online", Weight: 4, Concurrency: 4}, {Name: "batch", Weight: 1, Concurrency: 2}}})
 		for i := range onlineN {
 			write(t, ts, ferry.Message{Lane: "online", Topic: "t", Key: fmt.Sprint("o", i%3)})
@@ -447,7 +448,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 			<-release
 			return nil
 		})
-		stop := startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		stop := startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "*", Destination: dest}}, ShutdownTimeout: 10 * time.Second})
 		write(t, ts, ferry.Message{ID: "slow", Topic: "t"})
 		<-started
@@ -480,7 +481,7 @@ func TestShutdownTimeoutCancelsStuckDelivery(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		})
-		stop := startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		stop := startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "*", Destination: dest}}, ShutdownTimeout: 200 * time.Millisecond})
 		write(t, ts, ferry.Message{ID: "stuck", Topic: "t"})
 		<-started
@@ -495,7 +496,7 @@ func TestShutdownTimeoutCancelsStuckDelivery(t *testing.T) {
 func TestDelayedMessageWaitsUntilDue(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		rc := newRecorder()
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 		due := time.Now().Add(700 * time.Millisecond)
 		write(t, ts, ferry.Message{ID: "later", Topic: "t", DeliverAt: due}, ferry.Message{ID: "now", Topic: "t"})
@@ -511,7 +512,7 @@ func TestDelayedMessageWaitsUntilDue(t *testing.T) {
 func TestRetentionDeletesDoneMessages(t *testing.T) {
 	forEachStore(t, func(t *testing.T, ts testStore) {
 		rc := newRecorder()
-		startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default"}},
+		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
 			Routes: []relay.Route{{Topic: "*", Destination: rc}}, Retention: -1})
 		var msgs []ferry.Message
 		for range 50 {
@@ -552,7 +553,7 @@ func TestRateLimitHoldsDeliveriesBack(t *testing.T) {
 	}
 	write(t, ts, msgs...)
 	start := time.Now()
-	startRelay(t, relay.Options{Store: ts, Lanes: []relay.Lane{{Name: "default", Concurrency: 16, Rate: 100, Burst: 1}},
+	startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", Concurrency: 16, Rate: 100, Burst: 1}},
 		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
 	waitFor(t, "all messages", func() bool { return rc.count() == 40 })
 	if took, least := time.Since(start), 350*time.Millisecond; took < least {
@@ -582,7 +583,7 @@ func TestRetryLaterIsHonoured(t *testing.T) {
 		return nil
 	})
 	write(t, ts, ferry.Message{Topic: "t", Key: "k"})
-	startRelay(t, relay.Options{Store: ts, RescanInterval: 20 * time.Millisecond,
+	startRelay(t, relay.Options{Store: ts.Store, RescanInterval: 20 * time.Millisecond,
 		Lanes:  []relay.Lane{{Name: ferry.DefaultLane, Backoff: relay.Backoff{Initial: 10 * time.Millisecond, Max: 1200 * time.Millisecond}}},
 		Routes: []relay.Route{{Topic: "*", Destination: dest}}})
 	waitFor(t, "the third attempt", func() bool {
@@ -595,5 +596,33 @@ func TestRetryLaterIsHonoured(t *testing.T) {
 	}
 	if gap := attempts[2].Sub(attempts[1]); gap < 1100*time.Millisecond || gap > 10*time.Second {
 		t.Errorf("third attempt %v after the second; want the lane's maximum backoff, 1.2s, not the hour asked for", gap)
+	}
+}
+
+// unsupportedOlder is a store wrapper that has FetchWithOlder but cannot
+// serve it, as a wrapper of a store without it would.
+type unsupportedOlder struct{ ferry.Store }
+
+func (unsupportedOlder) FetchWithOlder(context.Context, ferry.FetchQuery, int) ([]ferry.Record, []ferry.KeySeq, error) {
+	return nil, nil, fmt.Errorf("wrapped store: %w", errors.ErrUnsupported)
+}
+
+// TestFetchWithOlderUnsupported: a store whose FetchWithOlder says it is
+// unsupported is read with Fetch and WaitingKeys instead, in key order.
+func TestFetchWithOlderUnsupported(t *testing.T) {
+	ts := postgresStore(t)
+	rc := newRecorder()
+	startRelay(t, relay.Options{Store: unsupportedOlder{ts.Store}, Lanes: []relay.Lane{{Name: "default", Concurrency: 4, BatchSize: 10}},
+		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+	for i := range 10 {
+		write(t, ts, ferry.Message{Topic: "t", Key: "a", Payload: []byte(fmt.Sprint(i))}, ferry.Message{Topic: "t", Key: "b", Payload: []byte(fmt.Sprint(i))})
+	}
+	waitFor(t, "all messages", func() bool { return rc.count() == 20 })
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	for _, k := range []string{"a", "b"} {
+		if got := rc.byKey[k]; !slices.Equal(got, []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"}) {
+			t.Errorf("key %s: delivered %v; want 0 to 9 in order", k, got)
+		}
 	}
 }

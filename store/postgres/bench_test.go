@@ -104,7 +104,7 @@ func BenchmarkNotify(b *testing.B) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	lanes := make(chan time.Time, 1)
-	go s.Listen(ctx, func(string) { lanes <- time.Now() })
+	go s.Listen(ctx, func(string, int64) { lanes <- time.Now() })
 	writeOne := func(i int) time.Time {
 		err := sqlTx(ctx, s, func(tx *sql.Tx) error {
 			return s.Write(ctx, tx, []ferry.Message{{ID: fmt.Sprint("n", i), Lane: "l", Topic: "t"}})

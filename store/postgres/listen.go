@@ -3,6 +3,8 @@ package postgres
 import (
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -20,8 +22,9 @@ const listenCheck = 30 * time.Second
 // WAITING messages of that lane commits, or a person moves messages back
 // to WAITING (ferry retry), until ctx is done. Triggers on the table send
 // the notifications, so rows that other programs insert with plain SQL
-// wake the relay too. A transaction notifies each lane once however many
-// rows it wrote.
+// wake the relay too. An INSERT statement notifies each lane once however
+// many rows it wrote, and tells the lowest id it wrote there (wake's seq);
+// retried messages notify each lane once per transaction, with seq 0.
 //
 // Listen holds a connection of its own, outside the store's pool, for as
 // long as it runs. It returns nil when ctx is done, and an error when the
@@ -30,7 +33,7 @@ const listenCheck = 30 * time.Second
 // keep polling now and then. wake runs on Listen's goroutine and should
 // return quickly: PostgreSQL queues notifications for a slow listener, and
 // writers fail once that queue is full.
-func (s *Store) Listen(ctx context.Context, wake func(lane string)) error {
+func (s *Store) Listen(ctx context.Context, wake func(lane string, seq int64)) error {
 	conn, err := pgx.ConnectConfig(ctx, s.cfg.Copy())
 	if err != nil {
 		if ctx.Err() != nil {
@@ -55,7 +58,7 @@ func (s *Store) Listen(ctx context.Context, wake func(lane string)) error {
 		cancel()
 		switch {
 		case err == nil:
-			wake(n.Payload)
+			wake(parseWake(n.Payload))
 		case ctx.Err() != nil:
 			return nil
 		case pgconn.Timeout(err) && !conn.IsClosed():
@@ -74,4 +77,18 @@ func (s *Store) Listen(ctx context.Context, wake func(lane string)) error {
 			return fmt.Errorf("ferry: postgres: listen for %s: %w", s.Table, err)
 		}
 	}
+}
+
+// parseWake reads a notification's payload: "<id> <lane>", or the lane
+// alone as schema version 2 sends it.
+func parseWake(payload string) (lane string, seq int64) {
+	id, lane, ok := strings.Cut(payload, " ")
+	if !ok {
+		return payload, 0
+	}
+	seq, err := strconv.ParseInt(id, 10, 64)
+	if err != nil || seq < 0 {
+		return payload, 0
+	}
+	return lane, seq
 }

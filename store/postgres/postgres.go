@@ -271,6 +271,28 @@ func migrations(table string) [][]string {
 		// Version 2: lanes paused by a person (ferry pause). "C" collation
 		// as for the lane column of the outbox.
 		`CREATE TABLE IF NOT EXISTS {{paused}} (lane TEXT COLLATE "C" PRIMARY KEY, paused_at TIMESTAMPTZ NOT NULL)`,
+	}, {
+		// Version 3: a notification names the lowest id the statement
+		// wrote to the lane, "<id> <lane>", so a relay that has read past
+		// that id knows at once that a transaction committed late (see
+		// Listen). Retried rows keep one notification per lane ("0
+		// <lane>"), which PostgreSQL sends once per transaction.
+		`CREATE OR REPLACE FUNCTION {{t}}_wake_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			PERFORM pg_notify('` + table + `', l.first_id || ' ' || l.lane)
+			FROM (SELECT lane, min(id) AS first_id FROM ferry_inserted
+				WHERE status = 'WAITING' AND octet_length(lane) < 7900 GROUP BY lane) AS l;
+			RETURN NULL;
+		END
+		$$`,
+		`CREATE OR REPLACE FUNCTION {{t}}_wake_retry() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF octet_length(NEW.lane) < 7900 THEN
+				PERFORM pg_notify('` + table + `', '0 ' || NEW.lane);
+			END IF;
+			RETURN NULL;
+		END
+		$$`,
 	}}
 }
 

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -130,8 +129,8 @@ func TestMigrate(t *testing.T) {
 		}
 	}
 	s := stores[0]
-	if v := count(t, s, `SELECT version FROM {{schema}}`); v != 2 {
-		t.Errorf("schema version %d, want 2", v)
+	if v, want := count(t, s, `SELECT version FROM {{schema}}`), len(migrations(s.Table)); v != want {
+		t.Errorf("schema version %d, want %d", v, want)
 	}
 	if n := count(t, s, `SELECT COUNT(*) FROM {{schema}}`); n != 1 {
 		t.Errorf("%d rows in the schema table, want 1", n)
@@ -583,14 +582,20 @@ func TestShard(t *testing.T) {
 	}
 }
 
-// listener runs Listen on s and sends each woken lane to the returned
+// wakeup is one call of Listen's wake.
+type wakeup struct {
+	lane string
+	seq  int64
+}
+
+// listener runs Listen on s and sends each wake-up to the returned
 // channel, after making sure the LISTEN is in place.
-func listener(t *testing.T, s *Store) <-chan string {
+func listener(t *testing.T, s *Store) <-chan wakeup {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	lanes := make(chan string, 1000)
+	lanes := make(chan wakeup, 1000)
 	done := make(chan error, 1)
-	go func() { done <- s.Listen(ctx, func(lane string) { lanes <- lane }) }()
+	go func() { done <- s.Listen(ctx, func(lane string, seq int64) { lanes <- wakeup{lane, seq} }) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -603,9 +608,9 @@ func listener(t *testing.T, s *Store) <-chan string {
 	for i := 0; ; i++ {
 		write(t, s, ferry.Message{ID: fmt.Sprintf("ready-%d", i), Lane: "ready", Topic: "t"})
 		select {
-		case l := <-lanes:
-			if l != "ready" {
-				t.Fatalf("woken for lane %q, want ready", l)
+		case w := <-lanes:
+			if w.lane != "ready" {
+				t.Fatalf("woken for lane %q, want ready", w.lane)
 			}
 			for len(lanes) > 0 {
 				<-lanes
@@ -635,19 +640,28 @@ func write(t *testing.T, s *Store, msgs ...ferry.Message) {
 	}
 }
 
-// drain returns the lanes woken within wait, sorted.
-func drain(lanes <-chan string, wait time.Duration) []string {
-	var got []string
+// drain returns the wake-ups within wait, sorted by lane.
+func drain(lanes <-chan wakeup, wait time.Duration) []wakeup {
+	var got []wakeup
 	timeout := time.After(wait)
 	for {
 		select {
-		case l := <-lanes:
-			got = append(got, l)
+		case w := <-lanes:
+			got = append(got, w)
 		case <-timeout:
-			sort.Strings(got)
+			slices.SortFunc(got, func(a, b wakeup) int { return strings.Compare(a.lane, b.lane) })
 			return got
 		}
 	}
+}
+
+// lanesOf returns the lanes of ws, in order.
+func lanesOf(ws []wakeup) []string {
+	var lanes []string
+	for _, w := range ws {
+		lanes = append(lanes, w.lane)
+	}
+	return lanes
 }
 
 // TestListen: a committed write wakes each of its lanes once, a rolled
@@ -661,8 +675,21 @@ func TestListen(t *testing.T) {
 		batch = append(batch, ferry.Message{ID: fmt.Sprint("b", i), Lane: []string{"a", "b", "c"}[i%3], Topic: "t"})
 	}
 	write(t, s, batch...)
-	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []string{"a", "b", "c"}) {
+	got := drain(lanes, 300*time.Millisecond)
+	if !slices.Equal(lanesOf(got), []string{"a", "b", "c"}) {
 		t.Errorf("a write to lanes a, b, c woke %v; want each once", got)
+	}
+	// Each wake-up names the lowest id written to its lane: the relay
+	// compares it with its position to find late commits.
+	for _, w := range got {
+		recs := list(t, s, ferry.Filter{Lane: w.lane, Limit: 1000})
+		first := recs[0].Seq
+		for _, r := range recs {
+			first = min(first, r.Seq)
+		}
+		if w.seq != first {
+			t.Errorf("the wake-up of lane %s names id %d; want the lowest id written there, %d", w.lane, w.seq, first)
+		}
 	}
 
 	tx, _ := s.DB.BeginTx(t.Context(), nil)
@@ -673,8 +700,9 @@ func TestListen(t *testing.T) {
 	if _, err := s.DB.ExecContext(t.Context(), s.Q(`INSERT INTO {{t}} (message_id, lane, topic, payload) VALUES ('plain', 'plain', 't', '')`)); err != nil {
 		t.Fatal(err)
 	}
-	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []string{"plain"}) {
-		t.Errorf("a rolled-back write and a plain-SQL insert woke %v; want [plain]", got)
+	plain := list(t, s, ferry.Filter{Lane: "plain", Limit: 1})
+	if got := drain(lanes, 300*time.Millisecond); len(plain) != 1 || !slices.Equal(got, []wakeup{{"plain", plain[0].Seq}}) {
+		t.Errorf("a rolled-back write and a plain-SQL insert woke %v; want [{plain %d}]", got, plain[0].Seq)
 	}
 
 	// The relay's own updates wake nobody; a retry of FAILED messages does.
@@ -696,8 +724,8 @@ func TestListen(t *testing.T) {
 	if n, err := s.Retry(t.Context(), ferry.Filter{Lane: "a"}); err != nil || n != 50 {
 		t.Fatalf("Retry: %d, %v; want 50", n, err)
 	}
-	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []string{"a"}) {
-		t.Errorf("Retry of 50 messages of lane a woke %v; want [a]", got)
+	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []wakeup{{"a", 0}}) {
+		t.Errorf("Retry of 50 messages of lane a woke %v; want [{a 0}]: once, naming no id", got)
 	}
 }
 
@@ -736,7 +764,7 @@ func TestListenConnectError(t *testing.T) {
 	s.cfg.Port = 1
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	err := s.Listen(ctx, func(string) {})
+	err := s.Listen(ctx, func(string, int64) {})
 	if err == nil || !strings.Contains(err.Error(), "listen for "+s.Table) {
 		t.Errorf("Listen on a closed port: %v; want an error naming the table", err)
 	}

@@ -1,10 +1,16 @@
 package postgres
 
 import (
+	"cmp"
 	"context"
+	"database/sql"
 	"fmt"
+	"slices"
+	"strconv"
+	"strings"
 
 	"github.com/ferry-dev/ferry"
+	"github.com/ferry-dev/ferry/store/sqlstore"
 )
 
 // waitingKeysSQL looks each key up on its own in the index of keyed
@@ -48,4 +54,57 @@ func (s *Store) WaitingKeys(ctx context.Context, lane string, keys []string, upT
 		return nil, fmt.Errorf("ferry: waiting messages in lane %s: %w", lane, err)
 	}
 	return out, nil
+}
+
+// FetchWithOlder is Fetch and WaitingKeys in one statement: the fetched
+// rows come back with, for each keyed row, the ids of its key's WAITING
+// messages at or below q.AfterSeq (at most perKey, looked up in the index
+// of keyed rows as in waitingKeysSQL), as a comma-separated list. The
+// lookup is per row rather than per distinct key: joining the rows to a
+// list of their distinct keys is a nested loop, quadratic, on a table
+// without statistics.
+func (s *Store) FetchWithOlder(ctx context.Context, q ferry.FetchQuery, perKey int) ([]ferry.Record, []ferry.KeySeq, error) {
+	fetch, args, err := s.FetchSQL(q)
+	if err != nil || fetch == "" {
+		return nil, nil, err
+	}
+	n := len(args)
+	query := `SELECT f.*, o.older FROM (` + fetch + `) f
+	LEFT JOIN LATERAL (
+		SELECT string_agg(w.id::text, ',' ORDER BY w.id) AS older FROM (
+			SELECT t.id FROM ` + s.Q("{{t}}") + ` t
+			WHERE t.lane = $` + strconv.Itoa(n+1) + ` AND t.status = 'WAITING' AND t.msg_key = f.msg_key COLLATE "C" AND t.id <= $` + strconv.Itoa(n+2) + `
+				AND (t.available_at <= now() OR t.fail_count > 0)
+			ORDER BY t.id LIMIT $` + strconv.Itoa(n+3) + `) w
+	) o ON f.msg_key IS NOT NULL
+	ORDER BY f.id`
+	args = append(args, q.Lane, q.AfterSeq, perKey)
+	rows, err := s.DB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("ferry: fetch lane %s: %w", q.Lane, err)
+	}
+	var (
+		older []ferry.KeySeq
+		list  sql.NullString
+		seen  = map[string]bool{}
+	)
+	recs, err := sqlstore.ScanRecords(rows, []any{&list}, func(r *ferry.Record) error {
+		if !list.Valid || seen[r.Key] {
+			return nil
+		}
+		seen[r.Key] = true
+		for _, id := range strings.Split(list.String, ",") {
+			seq, err := strconv.ParseInt(id, 10, 64)
+			if err != nil {
+				return fmt.Errorf("ferry: fetch lane %s: older messages of key %q: %q is not an id", q.Lane, r.Key, id)
+			}
+			older = append(older, ferry.KeySeq{Key: r.Key, Seq: seq})
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	slices.SortFunc(older, func(a, b ferry.KeySeq) int { return cmp.Compare(a.Seq, b.Seq) })
+	return recs, older, nil
 }

@@ -207,10 +207,21 @@ func nullString(s string) any {
 	return s
 }
 
+// RecordColumns are the columns ScanRecords reads, in its order.
+const RecordColumns = recordColumns
+
 const recordColumns = `id, message_id, lane, topic, msg_key, message_type, headers, payload, shard, status,
 	fail_count, occurred_at, available_at, processed_at, failed_at, last_error`
 
 func scanRecords(rows *sql.Rows) ([]ferry.Record, error) {
+	return ScanRecords(rows, nil, nil)
+}
+
+// ScanRecords reads rows of the record columns (RecordColumns) and
+// closes rows. Each row may have further columns after them, scanned
+// into extra; each, if set, is called with every record when its row,
+// extra columns included, has been read.
+func ScanRecords(rows *sql.Rows, extra []any, each func(r *ferry.Record) error) ([]ferry.Record, error) {
 	defer rows.Close()
 	var out []ferry.Record
 	for rows.Next() {
@@ -220,8 +231,9 @@ func scanRecords(rows *sql.Rows) ([]ferry.Record, error) {
 			occurred, available, processed, fld nullTime
 			status                              string
 		)
-		if err := rows.Scan(&r.Seq, &r.ID, &r.Lane, &r.Topic, &key, &typ, &headers, &r.Payload, &r.Shard, &status,
-			&r.Attempts, &occurred, &available, &processed, &fld, &lastErr); err != nil {
+		dest := []any{&r.Seq, &r.ID, &r.Lane, &r.Topic, &key, &typ, &headers, &r.Payload, &r.Shard, &status,
+			&r.Attempts, &occurred, &available, &processed, &fld, &lastErr}
+		if err := rows.Scan(append(dest, extra...)...); err != nil {
 			return nil, fmt.Errorf("ferry: read message: %w", err)
 		}
 		r.Key, r.Type, r.LastError = key.String, typ.String, lastErr.String
@@ -231,6 +243,11 @@ func scanRecords(rows *sql.Rows) ([]ferry.Record, error) {
 		if headers.Valid && headers.String != "" {
 			if err := json.Unmarshal([]byte(headers.String), &r.Headers); err != nil {
 				return nil, fmt.Errorf("ferry: message %s: headers are not a JSON object of strings: %w", r.ID, err)
+			}
+		}
+		if each != nil {
+			if err := each(&r); err != nil {
+				return nil, err
 			}
 		}
 		out = append(out, r)
@@ -243,8 +260,23 @@ func scanRecords(rows *sql.Rows) ([]ferry.Record, error) {
 
 // Fetch returns WAITING messages of one lane in Seq order.
 func (s *Store) Fetch(ctx context.Context, f ferry.FetchQuery) ([]ferry.Record, error) {
+	query, args, err := s.FetchSQL(f)
+	if err != nil || query == "" {
+		return nil, err
+	}
+	rows, err := s.DB.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("ferry: fetch lane %s: %w", f.Lane, err)
+	}
+	return scanRecords(rows)
+}
+
+// FetchSQL returns Fetch's statement for f and its arguments, ready to
+// run (placeholders rewritten), so that a database package can build on
+// it. The statement is empty if f selects nothing.
+func (s *Store) FetchSQL(f ferry.FetchQuery) (string, []any, error) {
 	if f.Limit <= 0 {
-		return nil, fmt.Errorf("ferry: fetch: limit must be positive, got %d", f.Limit)
+		return "", nil, fmt.Errorf("ferry: fetch: limit must be positive, got %d", f.Limit)
 	}
 	var b strings.Builder
 	b.WriteString(`SELECT ` + recordColumns + ` FROM {{t}} WHERE lane = ? AND status = 'WAITING' AND id > ?`)
@@ -258,7 +290,7 @@ func (s *Store) Fetch(ctx context.Context, f ferry.FetchQuery) ([]ferry.Record, 
 	}
 	if f.Shards != nil && len(f.Shards) < ferry.Shards {
 		if len(f.Shards) == 0 {
-			return nil, nil
+			return "", nil, nil
 		}
 		b.WriteString(` AND shard IN (` + placeholders(len(f.Shards)) + `)`)
 		for _, sh := range f.Shards {
@@ -273,11 +305,7 @@ func (s *Store) Fetch(ctx context.Context, f ferry.FetchQuery) ([]ferry.Record, 
 	}
 	b.WriteString(` ORDER BY id LIMIT ?`)
 	args = append(args, f.Limit)
-	rows, err := s.DB.QueryContext(ctx, s.q(b.String()), args...)
-	if err != nil {
-		return nil, fmt.Errorf("ferry: fetch lane %s: %w", f.Lane, err)
-	}
-	return scanRecords(rows)
+	return s.q(b.String()), args, nil
 }
 
 // Complete records delivery outcomes: DONE in batches, retries and

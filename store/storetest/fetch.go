@@ -22,6 +22,39 @@ var fetchCases = []testCase{
 	{"Shards", testFetchShards},
 	{"SkipKeys", testFetchSkipKeys},
 	{"WaitingKeys", testWaitingKeys},
+	{"FetchWithOlder", testFetchWithOlder},
+}
+
+// testFetchWithOlder: a store that implements ferry.OlderFetcher returns
+// what Fetch and WaitingKeys return, at most perKey older messages of
+// each key. Other stores skip this case.
+func testFetchWithOlder(t *testing.T, open factory) {
+	e := newEnv(t, open)
+	of, ok := e.s.(ferry.OlderFetcher)
+	if !ok {
+		t.Skipf("%T does not implement ferry.OlderFetcher (optional)", e.s)
+	}
+	delayed := msg("delayed", "", "a")
+	delayed.DeliverAt = time.Now().Add(time.Hour)
+	recs := e.writeRecs(t, msg("a1", "", "a"), msg("b1", "", "b"), msg("c1", "", "c"), msg("a2", "", "a"),
+		msg("a-done", "", "a"), delayed, msg("other-lane", "x", "a"), msg("a3", "", "a"), msg("b2", "", "b"),
+		msg("a4", "", "a"), msg("c2", "", "c"), msg("u1", "", ""), msg("b3", "", "b"))
+	e.done(t, recs[4])
+	cursor := recs[8].Seq // b2
+	q := ferry.FetchQuery{Lane: ferry.DefaultLane, AfterSeq: cursor, Limit: 10}
+	rows, older, err := of.FetchWithOlder(t.Context(), q, 2)
+	if err != nil {
+		t.Fatalf("FetchWithOlder: %v", err)
+	}
+	wantIDs(t, "FetchWithOlder", rows, "a4", "c2", "u1", "b3")
+	want := []ferry.KeySeq{{Key: "a", Seq: recs[0].Seq}, {Key: "b", Seq: recs[1].Seq}, {Key: "c", Seq: recs[2].Seq}, {Key: "a", Seq: recs[3].Seq}, {Key: "b", Seq: recs[8].Seq}}
+	if !slices.Equal(older, want) {
+		t.Errorf("FetchWithOlder past b2, 2 per key: older %v; want %v (a1, a2 but not a3; b1, b2; c1; in Seq order)", older, want)
+	}
+	rows, older, err = of.FetchWithOlder(t.Context(), ferry.FetchQuery{Lane: ferry.DefaultLane, AfterSeq: recs[12].Seq, Limit: 10}, 2)
+	if err != nil || len(rows) != 0 || len(older) != 0 {
+		t.Errorf("FetchWithOlder past the last message: %v, %v, %v; want nothing", rows, older, err)
+	}
 }
 
 // testWaitingKeys: WaitingKeys lists the WAITING messages of the given
