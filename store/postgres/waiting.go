@@ -59,7 +59,8 @@ func (s *Store) WaitingKeys(ctx context.Context, lane string, keys []string, upT
 // FetchWithOlder is Fetch and WaitingKeys in one statement: the fetched
 // rows come back with, for each keyed row, the ids of its key's WAITING
 // messages at or below q.AfterSeq (at most perKey, looked up in the index
-// of keyed rows as in waitingKeysSQL), as a comma-separated list. The
+// of keyed rows as in waitingKeysSQL), as an array in its text form
+// ({1,2,3}), which database/sql reads without a driver-specific type. The
 // lookup is per row rather than per distinct key: joining the rows to a
 // list of their distinct keys is a nested loop, quadratic, on a table
 // without statistics.
@@ -71,11 +72,11 @@ func (s *Store) FetchWithOlder(ctx context.Context, q ferry.FetchQuery, perKey i
 	n := len(args)
 	query := `SELECT f.*, o.older FROM (` + fetch + `) f
 	LEFT JOIN LATERAL (
-		SELECT string_agg(w.id::text, ',' ORDER BY w.id) AS older FROM (
+		SELECT array(
 			SELECT t.id FROM ` + s.Q("{{t}}") + ` t
 			WHERE t.lane = $` + strconv.Itoa(n+1) + ` AND t.status = 'WAITING' AND t.msg_key = f.msg_key COLLATE "C" AND t.id <= $` + strconv.Itoa(n+2) + `
 				AND (t.available_at <= now() OR t.fail_count > 0)
-			ORDER BY t.id LIMIT $` + strconv.Itoa(n+3) + `) w
+			ORDER BY t.id LIMIT $` + strconv.Itoa(n+3) + `)::text AS older
 	) o ON f.msg_key IS NOT NULL
 	ORDER BY f.id`
 	args = append(args, q.Lane, q.AfterSeq, perKey)
@@ -93,7 +94,11 @@ func (s *Store) FetchWithOlder(ctx context.Context, q ferry.FetchQuery, perKey i
 			return nil
 		}
 		seen[r.Key] = true
-		for _, id := range strings.Split(list.String, ",") {
+		ids := strings.TrimSuffix(strings.TrimPrefix(list.String, "{"), "}")
+		if ids == "" {
+			return nil
+		}
+		for _, id := range strings.Split(ids, ",") {
 			seq, err := strconv.ParseInt(id, 10, 64)
 			if err != nil {
 				return fmt.Errorf("ferry: fetch lane %s: older messages of key %q: %q is not an id", q.Lane, r.Key, id)
