@@ -93,7 +93,11 @@ func (c RelayConfig) withDefaults() (RelayConfig, error) {
 		// A broker acknowledges a message after a round trip; the relay
 		// keeps many in flight to keep the broker's pipeline full, as a
 		// broker route's lane should (see the README).
-		setDefault(&c.Lane.Concurrency, brokerConcurrency)
+		conc := brokerConcurrency
+		if t, ok := brokerTargets()[c.To]; ok && t.concurrency > 0 {
+			conc = t.concurrency
+		}
+		setDefault(&c.Lane.Concurrency, conc)
 	}
 	if c.Logger == nil {
 		c.Logger = QuietLogger(nil)

@@ -17,6 +17,9 @@ import (
 // published by a plain client of that broker (system raw), so the relay's
 // overhead shows next to what the broker itself takes.
 type brokerTarget struct {
+	// concurrency is the lane's concurrency in the benchmark unless
+	// --concurrency says otherwise; 0 means brokerConcurrency.
+	concurrency int
 	// defaultURL is the broker's address when --broker is not given
 	// ("nats://127.0.0.1:4222"). Empty means the target starts its own
 	// broker in the process (Kafka: kfake).

@@ -134,9 +134,10 @@
 // report a delivery that never happened. Options.FollowRedirects follows
 // 307 and 308 only, which repeat the POST and its body.
 //
-// Concurrent pushes share one http.Client whose transport keeps up to 256
+// Concurrent pushes share one http.Client whose transport keeps up to 1024
 // idle connections per host, so the relay's workers reuse connections
-// instead of opening one per push; Options.MaxConnsPerHost caps them for a
+// instead of opening one per push (a lane pushing from more goroutines
+// than that would open and close a connection for most pushes); Options.MaxConnsPerHost caps them for a
 // receiver that cannot take many, and Options.Client replaces the client
 // (for TLS settings, a proxy, instrumentation).
 //

@@ -181,7 +181,7 @@ func NewPublisher(opts Options) (*Publisher, error) {
 			}).DialContext,
 			ForceAttemptHTTP2:     true,
 			MaxIdleConns:          1024,
-			MaxIdleConnsPerHost:   256, // the relay pushes from up to a few hundred goroutines
+			MaxIdleConnsPerHost:   1024, // as many as a lane pushes at once: each push beyond it would open a connection and close it
 			MaxConnsPerHost:       opts.MaxConnsPerHost,
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
