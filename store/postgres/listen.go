@@ -22,9 +22,11 @@ const listenCheck = 30 * time.Second
 // WAITING messages of that lane commits, or a person moves messages back
 // to WAITING (ferry retry), until ctx is done. Triggers on the table send
 // the notifications, so rows that other programs insert with plain SQL
-// wake the relay too. An INSERT statement notifies each lane once however
-// many rows it wrote, and tells the lowest id it wrote there (wake's seq);
-// retried messages notify each lane once per transaction, with seq 0.
+// wake the relay too. A transaction notifies each lane it wrote to once
+// however many rows it wrote, and tells the lowest id it wrote there
+// (wake's seq); only a transaction that alternates between lanes
+// statement by statement notifies a lane again at each switch. Retried
+// messages notify each lane once per transaction, with seq 0.
 //
 // Listen holds a connection of its own, outside the store's pool, for as
 // long as it runs. It returns nil when ctx is done, and an error when the

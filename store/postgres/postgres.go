@@ -275,13 +275,26 @@ func migrations(table string) [][]string {
 		// Version 3: a notification names the lowest id the statement
 		// wrote to the lane, "<id> <lane>", so a relay that has read past
 		// that id knows at once that a transaction committed late (see
-		// Listen). Retried rows keep one notification per lane ("0
-		// <lane>"), which PostgreSQL sends once per transaction.
+		// Listen). Ids only grow within a transaction, so the first
+		// statement's notification covers the later statements' rows of
+		// the same lane: a transaction that inserts row by row into one
+		// lane notifies once. The transaction-local setting remembers
+		// the last lane notified (and is undone with a rolled back
+		// savepoint, as its notification is). Retried rows keep one
+		// notification per lane ("0 <lane>"), which PostgreSQL sends once
+		// per transaction.
 		`CREATE OR REPLACE FUNCTION {{t}}_wake_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+		DECLARE
+			l RECORD;
 		BEGIN
-			PERFORM pg_notify('` + table + `', l.first_id || ' ' || l.lane)
-			FROM (SELECT lane, min(id) AS first_id FROM ferry_inserted
-				WHERE status = 'WAITING' AND octet_length(lane) < 7900 GROUP BY lane) AS l;
+			FOR l IN SELECT lane, min(id) AS first_id FROM ferry_inserted
+				WHERE status = 'WAITING' AND octet_length(lane) < 7900 GROUP BY lane
+			LOOP
+				IF current_setting('ferry.woke_` + table + `', true) IS DISTINCT FROM l.lane THEN
+					PERFORM pg_notify('` + table + `', l.first_id || ' ' || l.lane);
+					PERFORM set_config('ferry.woke_` + table + `', l.lane, true);
+				END IF;
+			END LOOP;
 			RETURN NULL;
 		END
 		$$`,

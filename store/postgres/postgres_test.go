@@ -649,7 +649,7 @@ func drain(lanes <-chan wakeup, wait time.Duration) []wakeup {
 		case w := <-lanes:
 			got = append(got, w)
 		case <-timeout:
-			slices.SortFunc(got, func(a, b wakeup) int { return strings.Compare(a.lane, b.lane) })
+			slices.SortStableFunc(got, func(a, b wakeup) int { return strings.Compare(a.lane, b.lane) })
 			return got
 		}
 	}
@@ -703,6 +703,38 @@ func TestListen(t *testing.T) {
 	plain := list(t, s, ferry.Filter{Lane: "plain", Limit: 1})
 	if got := drain(lanes, 300*time.Millisecond); len(plain) != 1 || !slices.Equal(got, []wakeup{{"plain", plain[0].Seq}}) {
 		t.Errorf("a rolled-back write and a plain-SQL insert woke %v; want [{plain %d}]", got, plain[0].Seq)
+	}
+
+	// A transaction that writes row by row notifies each lane once, with
+	// its first id; a savepoint rolled back takes its notification along.
+	tx, _ = s.DB.BeginTx(t.Context(), nil)
+	for i, lane := range []string{"rows", "rows", "rows", "other", "rows"} {
+		if i == 0 {
+			if _, err := tx.ExecContext(t.Context(), "SAVEPOINT first"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Write(t.Context(), tx, []ferry.Message{{ID: fmt.Sprint("row-", i), Lane: lane, Topic: "t"}}); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			if _, err := tx.ExecContext(t.Context(), "ROLLBACK TO SAVEPOINT first"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	rows := list(t, s, ferry.Filter{Lane: "rows", Limit: 10})
+	other := list(t, s, ferry.Filter{Lane: "other", Limit: 10})
+	got = drain(lanes, 300*time.Millisecond)
+	if len(rows) != 3 || len(other) != 1 {
+		t.Fatalf("committed %d rows of lane rows and %d of other; want 3 and 1", len(rows), len(other))
+	}
+	want := []wakeup{{"other", other[0].Seq}, {"rows", rows[0].Seq}, {"rows", rows[2].Seq}}
+	if !slices.Equal(got, want) {
+		t.Errorf("row-by-row writes to lanes rows, rows, rows, other, rows (the first rolled back to a savepoint) woke %v; want %v: once per run of a lane, naming its first committed id", got, want)
 	}
 
 	// The relay's own updates wake nobody; a retry of FAILED messages does.
