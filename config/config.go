@@ -43,6 +43,19 @@
 // webhook URL or path) and may use {topic}, {key}, {type} and {lane}; the
 // default is {topic}, the message's own topic.
 //
+// A route to some transport types may also change settings of its
+// transport for its own messages, sharing the transport's connection:
+//
+//	routes:
+//	  - {topic: "orders.*", to: rabbit, destination: orders, routing_key: "{key}"}   # amqp
+//	  - {topic: "audit.*", to: cache, max_len: 10000000}                             # redis streams
+//	  - topic: "partner.*"                                                          # webhook
+//	    to: hooks
+//	    destination: https://partner.example/ferry
+//	    headers: {Authorization: "Bearer ${PARTNER_TOKEN}"}   # added to the transport's
+//	    secret: ${PARTNER_SECRET}                             # or secrets: [new, old]; replaces the transport's
+//	    timeout: 30s
+//
 //	log: {level: info, format: text}   # level: debug|info|warn|error; format: text|json
 //
 // Durations are Go durations (500ms, 10s, 5m, 2h) with whole days allowed
@@ -168,6 +181,9 @@ type Route struct {
 	To          string
 	Destination transport.Target // "{topic}" unless the route names one
 	Pos         Pos
+	// settings makes the route's publisher when the route has settings of
+	// its own (a routing key, webhook credentials); nil otherwise.
+	settings routeBuilder
 }
 
 // Log configures the relay's logs.
@@ -243,7 +259,12 @@ func (c *Config) Build(st ferry.Store, stdout io.Writer, log *slog.Logger) (*Bui
 			}
 			continue // else its build failed, reported above
 		}
-		routes = append(routes, relay.Route{Topic: r.Topic, Destination: tr.route(r.Destination)})
+		dest, err := tr.route(r.Destination, r.settings)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("config: %s: route %q: %w", r.Pos, r.Topic, err))
+			continue
+		}
+		routes = append(routes, relay.Route{Topic: r.Topic, Destination: dest})
 	}
 	if err := errors.Join(errs...); err != nil {
 		b.Close()

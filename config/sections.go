@@ -256,10 +256,9 @@ func (p *parser) routes(c *Config, top *mapping, transports map[string]string) {
 		} else if _, present := m.get("topic"); !present {
 			m.missing("topic", `the topics this route matches, such as "orders.*" or "*"`)
 		}
-		typ := ""
+		typ, defined := "", false
 		if to, te, ok := m.scalar("to"); ok {
 			r.To = to
-			var defined bool
 			typ, defined = transports[to]
 			if !defined {
 				msg := fmt.Sprintf("transport %q is not defined", to)
@@ -284,7 +283,12 @@ func (p *parser) routes(c *Config, top *mapping, transports map[string]string) {
 				p.addf(de.value, m.join("destination"), "%v", err)
 			}
 		}
-		m.done()
+		if settings := types[typ].route; settings != nil {
+			r.settings = settings(m)
+		}
+		if defined {
+			m.done() // which keys are settings depends on the transport's type
+		}
 		c.Routes = append(c.Routes, r)
 	}
 }

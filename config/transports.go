@@ -32,6 +32,10 @@ import (
 // transportTypes.
 type transportType struct {
 	check func(m *mapping) builder
+	// route reads the settings a route to a transport of this type may
+	// have besides topic, to and destination, from the route's mapping;
+	// nil when routes to this type have none.
+	route func(m *mapping) routeBuilder
 	// sink is true for the local types that take every message whatever
 	// its route's destination: a route to one may not name a destination.
 	sink bool
@@ -39,6 +43,10 @@ type transportType struct {
 
 // builder makes a transport of a checked config.
 type builder func(env buildEnv) (built, error)
+
+// routeBuilder makes the publisher of one route with its own settings
+// from the publisher of its transport.
+type routeBuilder func(transport.Publisher) (transport.Publisher, error)
 
 // built is a transport ready for routes: a publisher (brokers), or a
 // destination that takes every message (sinks).
@@ -50,12 +58,20 @@ type built struct {
 	subscriber func() (transport.Subscriber, error)
 }
 
-// route returns the destination of a route to t with target.
-func (t built) route(target transport.Target) ferry.Destination {
+// route returns the destination of a route to t with target and its own
+// settings, if any.
+func (t built) route(target transport.Target, settings routeBuilder) (ferry.Destination, error) {
 	if t.sink != nil {
-		return t.sink
+		return t.sink, nil
 	}
-	return transport.Destination(t.publisher, target)
+	p := t.publisher
+	if settings != nil {
+		var err error
+		if p, err = settings(p); err != nil {
+			return nil, err
+		}
+	}
+	return transport.Destination(p, target), nil
 }
 
 // buildEnv is what builders may use.
@@ -72,11 +88,11 @@ func transportTypes() map[string]transportType {
 	return map[string]transportType{
 		"stdout":  {check: stdoutType, sink: true},
 		"discard": {check: discardType, sink: true},
-		"amqp":    {check: amqpType},
-		"redis":   {check: redisType},
+		"amqp":    {check: amqpType, route: amqpRoute},
+		"redis":   {check: redisType, route: redisRoute},
 		"kafka":   {check: kafkaType},
 		"nats":    {check: natsType},
-		"webhook": {check: webhookType},
+		"webhook": {check: webhookType, route: webhookRoute},
 	}
 }
 
@@ -135,7 +151,7 @@ func amqpType(m *mapping) builder {
 		m.missing("url", "the RabbitMQ server, such as amqp://guest:guest@localhost:5672/")
 	}
 	o := amqp.PublisherOptions{
-		RoutingKey: m.text("routing_key"),
+		RoutingKey: m.routingKey(),
 		Format:     m.format(),
 		Source:     m.text("source"),
 		Channels:   m.positiveInt("channels"),
@@ -157,6 +173,30 @@ func amqpType(m *mapping) builder {
 			return subscriber(amqp.NewSubscriber(url, so))
 		})
 	}
+}
+
+// amqpRoute reads the settings of a route to RabbitMQ:
+//
+//	routes:
+//	  - {topic: "orders.*", to: bus, destination: orders, routing_key: "{key}"}
+func amqpRoute(m *mapping) routeBuilder {
+	o := amqp.RouteOptions{RoutingKey: m.routingKey()}
+	if o == (amqp.RouteOptions{}) {
+		return nil
+	}
+	return func(p transport.Publisher) (transport.Publisher, error) { return p.(*amqp.Publisher).Route(o) }
+}
+
+// routingKey reads an AMQP routing key template, routing_key.
+func (m *mapping) routingKey() string {
+	key, e, ok := m.scalar("routing_key")
+	if !ok {
+		return ""
+	}
+	if err := amqp.CheckRoutingKey(key); err != nil {
+		m.p.addf(e.value, m.join("routing_key"), "%v", err)
+	}
+	return key
 }
 
 // redisType publishes to Redis (see transport/redis):
@@ -185,6 +225,18 @@ func redisType(m *mapping) builder {
 			return subscriber(redis.NewSubscriber(redis.SubscriberOptions{Addr: o.Addr, Mode: o.Mode, Logger: o.Logger}))
 		})
 	}
+}
+
+// redisRoute reads the settings of a route to Redis:
+//
+//	routes:
+//	  - {topic: "audit.*", to: cache, max_len: 10000000}   # streams only
+func redisRoute(m *mapping) routeBuilder {
+	o := redis.RouteOptions{MaxLen: int64(m.positiveInt("max_len"))}
+	if o == (redis.RouteOptions{}) {
+		return nil
+	}
+	return func(p transport.Publisher) (transport.Publisher, error) { return p.(*redis.Publisher).Route(o) }
 }
 
 // kafkaType publishes to Kafka (see transport/kafka):
@@ -373,12 +425,7 @@ func webhookType(m *mapping) builder {
 		Format:          m.format(),
 		Source:          m.text("source"),
 	}
-	if secret := m.text("secret"); secret != "" {
-		o.Secrets = append(o.Secrets, []byte(secret))
-	}
-	for _, secret := range m.list("secrets") {
-		o.Secrets = append(o.Secrets, []byte(secret))
-	}
+	o.Secrets = m.secrets()
 	if e, ok := m.get("retry_status"); ok {
 		var extra []int
 		for _, s := range m.list("retry_status") {
@@ -393,17 +440,56 @@ func webhookType(m *mapping) builder {
 			return webhook.DefaultRetryStatus(status) || slices.Contains(extra, status)
 		}
 	}
-	if m.has("headers") {
-		h := m.sub("headers")
-		o.Header = http.Header{}
-		for _, name := range h.keys {
-			o.Header.Set(name, h.text(name))
-		}
-		h.done()
-	}
+	o.Header = m.header("headers")
 	return func(env buildEnv) (built, error) {
 		o.Logger = env.logger
 		p, err := webhook.NewPublisher(o)
 		return published(p, err, nil) // pushes come to ferry's receiver, not from a broker to read
 	}
+}
+
+// webhookRoute reads the settings of a route to webhooks, for receivers
+// that each want their own credentials:
+//
+//	routes:
+//	  - topic: "partner.*"
+//	    to: hooks
+//	    destination: https://partner.example/ferry
+//	    headers: {Authorization: "Bearer ${PARTNER_TOKEN}"}   # on top of the transport's
+//	    secret: ${PARTNER_SECRET}                             # or secrets: [new, old]; replaces the transport's
+//	    timeout: 30s
+func webhookRoute(m *mapping) routeBuilder {
+	o := webhook.RouteOptions{Header: m.header("headers"), Secrets: m.secrets(), Timeout: m.duration("timeout", 0)}
+	if o.Header == nil && o.Secrets == nil && o.Timeout == 0 {
+		return nil
+	}
+	return func(p transport.Publisher) (transport.Publisher, error) { return p.(*webhook.Publisher).Route(o) }
+}
+
+// header reads key as a mapping of HTTP header names to values; nil when
+// key is absent.
+func (m *mapping) header(key string) http.Header {
+	if !m.has(key) {
+		return nil
+	}
+	sub := m.sub(key)
+	h := http.Header{}
+	for _, name := range sub.keys {
+		h.Set(name, sub.text(name))
+	}
+	sub.done()
+	return h
+}
+
+// secrets reads a webhook signing secret, or a list of them (a rotation:
+// the new one first); nil when neither is given.
+func (m *mapping) secrets() [][]byte {
+	var secrets [][]byte
+	if secret := m.text("secret"); secret != "" {
+		secrets = append(secrets, []byte(secret))
+	}
+	for _, secret := range m.list("secrets") {
+		secrets = append(secrets, []byte(secret))
+	}
+	return secrets
 }

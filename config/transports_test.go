@@ -4,9 +4,15 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/ferry-dev/ferry"
+	"github.com/ferry-dev/ferry/transport/webhook"
 )
 
 // brokers is a config with one transport of each broker type, on the
@@ -91,6 +97,11 @@ transports:
 routes:
   - {topic: "a", to: console, destination: x}
   - {topic: "b", to: bus, destination: "{tpoic}"}
+  - {topic: "c", to: rabbit, routing_key: "{tpye}"}
+  - {topic: "d", to: bus, max_len: 5}
+  - {topic: "e", to: hooks, timeout: soon, headers: [x]}
+  - {topic: "f", to: nosuch, routing_key: x}
+  - {topic: "g", to: cache, max_len: -3}
 `
 	_, err := parse([]byte(yaml), "relay.yaml", noEnv)
 	var cerr *Error
@@ -111,9 +122,76 @@ routes:
 		`transports.hooks.tls: unknown key "tls"`,
 		`routes[0].destination: transport "console" (stdout) takes every message it is given and has no destinations`,
 		`routes[1].destination: destination "{tpoic}": unknown placeholder`,
+		`routes[2].routing_key: RoutingKey "{tpye}": unknown placeholder: the placeholders are {topic}, {key} and {type}`,
+		`routes[3].max_len: unknown key "max_len" (known keys: topic, to, destination)`,
+		`routes[4].timeout: must be a duration`,
+		`routes[4].headers: must be a mapping`,
+		`routes[5].to: transport "nosuch" is not defined`,
+		`routes[6].max_len: must be a positive integer`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("problems do not include %q:\n%s", want, got)
+		}
+	}
+	if strings.Contains(got, "routes[5].routing_key") {
+		t.Errorf("a route to an undefined transport has its settings reported as unknown keys too:\n%s", got)
+	}
+}
+
+// TestRouteSettings: routes to one webhook transport, one with its own
+// credentials, push through the transport's connections with the route's
+// settings.
+func TestRouteSettings(t *testing.T) {
+	var (
+		mu   sync.Mutex
+		seen = map[string]*http.Request{}
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen[r.URL.Path] = r
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	yaml := `database: {url: "sqlite:ferry.db"}
+lanes: {default: {}}
+transports:
+  hooks: {type: webhook, base_url: "` + srv.URL + `", secret: ours, headers: {Authorization: Bearer ours, X-Team: payments}}
+routes:
+  - {topic: "partner.*", to: hooks, destination: partner, secret: theirs, headers: {Authorization: Bearer theirs}, timeout: 3s}
+  - {topic: "*", to: hooks, destination: own}
+`
+	c, err := parse([]byte(yaml), "relay.yaml", noEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Build(nil, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for _, r := range b.Options.Routes {
+		rec := &ferry.Record{Message: ferry.Message{ID: "m-" + r.Topic, Topic: "partner.orders", Payload: []byte("{}")}}
+		if err := r.Destination.Deliver(context.Background(), rec); err != nil {
+			t.Fatalf("route %q: %v", r.Topic, err)
+		}
+	}
+	for path, want := range map[string]struct{ auth, secret string }{
+		"/partner": {"Bearer theirs", "theirs"},
+		"/own":     {"Bearer ours", "ours"},
+	} {
+		r := seen[path]
+		if r == nil {
+			t.Fatalf("nothing pushed to %s", path)
+		}
+		if got := r.Header.Get("Authorization"); got != want.auth {
+			t.Errorf("%s: Authorization %q, want %q", path, got, want.auth)
+		}
+		if got := r.Header.Get("X-Team"); got != "payments" {
+			t.Errorf("%s: X-Team %q, want the transport's header", path, got)
+		}
+		if err := webhook.Verify(r.Header.Get(webhook.SignatureHeader), []byte("{}"), [][]byte{[]byte(want.secret)}, time.Minute, time.Now()); err != nil {
+			t.Errorf("%s: signature with secret %q: %v", path, want.secret, err)
 		}
 	}
 }

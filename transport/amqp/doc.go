@@ -10,7 +10,8 @@
 // {key} and {type}: "{topic}" by default, "{type}" to route by event type,
 // "orders.{type}" for a dotted key that topic-exchange bindings match
 // ("orders.*"). The exchange stays the whole destination, so a route's
-// target and a subscriber's source name the same thing.
+// target and a subscriber's source name the same thing. Publisher.Route
+// gives one route its own routing key on the same connection.
 //
 // Publish returns nil once the broker has confirmed the message
 // (publisher confirms): routed to every queue bound to take it and, since

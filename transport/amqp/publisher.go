@@ -88,10 +88,52 @@ func (p *Publisher) setup(conn *amqp091.Connection) error {
 // message may or may not have been taken, and is published again by the
 // relay (consumers deduplicate by message id).
 func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return p.publish(ctx, dest, m, &p.enc)
+}
+
+// RouteOptions are the settings a route may give differently from its
+// publisher's. Zero fields take the publisher's.
+type RouteOptions struct {
+	// RoutingKey replaces PublisherOptions.RoutingKey for the route's
+	// messages: a template with the same placeholders.
+	RoutingKey string
+}
+
+// Route returns a publisher for one route: it publishes through p, on
+// p's connection and channels, with o's settings in place of p's. Its
+// Close does nothing; closing p closes the connection they share.
+func (p *Publisher) Route(o RouteOptions) (transport.Publisher, error) {
+	r := &routePublisher{p: p, enc: p.enc}
+	if o.RoutingKey != "" {
+		if err := routingKey(o.RoutingKey).validate(); err != nil {
+			return nil, fmt.Errorf("amqp: route options: %w", err)
+		}
+		r.enc.key = routingKey(o.RoutingKey)
+	}
+	return r, nil
+}
+
+// routePublisher is a Publisher with its own encoder, made by Publisher.Route.
+type routePublisher struct {
+	p   *Publisher
+	enc encoder
+}
+
+func (r *routePublisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return r.p.publish(ctx, dest, m, &r.enc)
+}
+
+func (r *routePublisher) Check(ctx context.Context, dest string) error { return r.p.Check(ctx, dest) }
+
+// Close does nothing: the route's publisher owns the connection.
+func (r *routePublisher) Close() error { return nil }
+
+// publish is Publish with enc making the publishing.
+func (p *Publisher) publish(ctx context.Context, dest string, m *transport.Message, enc *encoder) error {
 	if err := checkName("exchange", dest); err != nil {
 		return p.rejected(dest, m, err.Error(), "publish to an exchange: give the route a destination of 1 to 255 bytes of UTF-8", nil)
 	}
-	pub, key, err := p.enc.publishing(m)
+	pub, key, err := enc.publishing(m)
 	if err != nil {
 		return p.rejected(dest, m, err.Error(), "", nil)
 	}

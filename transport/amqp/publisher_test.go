@@ -167,6 +167,37 @@ func TestRoutingKeyTemplate(t *testing.T) {
 	contains(t, err, "unroutable: NO_ROUTE", `bind a queue to exchange "`+ex+`" with a key matching "shop.customer-7.Refund"`, "m-2")
 }
 
+// A route's own routing key: two routes share one publisher's connection
+// and route the same message differently.
+func TestRouteRoutingKey(t *testing.T) {
+	ex := newExchange(t, amqp.KindTopic)
+	byKey := rawQueue(t, ex, "customer-7")
+	byType := rawQueue(t, ex, "OrderPlaced")
+	p := newPublisher(t, brokerAddr(), amqp.PublisherOptions{RoutingKey: "{type}"})
+	r, err := p.Route(amqp.RouteOptions{RoutingKey: "{key}"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, r, ex, sample("by-key"))
+	mustPublish(t, p, ex, sample("by-type"))
+	if d := receiveRaw(t, byKey); d.MessageId != "by-key" || d.RoutingKey != "customer-7" {
+		t.Errorf("queue bound to the key got %s with routing key %q, want by-key with customer-7", d.MessageId, d.RoutingKey)
+	}
+	if d := receiveRaw(t, byType); d.MessageId != "by-type" {
+		t.Errorf("queue bound to the type got %s, want by-type", d.MessageId)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustPublish(t, p, ex, sample("after-route-close")) // the route's Close leaves the connection open
+	if d := receiveRaw(t, byType); d.MessageId != "after-route-close" {
+		t.Errorf("got %s, want after-route-close", d.MessageId)
+	}
+
+	_, err = p.Route(amqp.RouteOptions{RoutingKey: "{tpye}"})
+	contains(t, err, "route options", `"{tpye}"`, "unknown placeholder")
+}
+
 func TestUnroutableAmongConcurrentPublishes(t *testing.T) {
 	ex := newExchange(t, amqp.KindDirect)
 	rawQueue(t, ex, "routed")

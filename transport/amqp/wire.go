@@ -178,6 +178,11 @@ type routingKey string
 
 var keyFields = strings.NewReplacer("{topic}", "", "{key}", "", "{type}", "")
 
+// CheckRoutingKey reports what is wrong with a routing key template
+// (PublisherOptions.RoutingKey, RouteOptions.RoutingKey), so that a
+// configuration can be checked without making a publisher.
+func CheckRoutingKey(template string) error { return routingKey(template).validate() }
+
 func (k routingKey) validate() error {
 	if i := strings.IndexAny(keyFields.Replace(string(k)), "{}"); i >= 0 {
 		return fmt.Errorf("RoutingKey %q: unknown placeholder: the placeholders are {topic}, {key} and {type}", string(k))

@@ -99,7 +99,8 @@
 // MaxLen trims streams as they grow (XADD MAXLEN ~): trimming deletes
 // entries whether or not every group has read them, so a group further
 // behind than MaxLen loses messages. Without MaxLen a stream grows until
-// something trims it (XTRIM, or a MAXLEN set here).
+// something trims it (XTRIM, or a MAXLEN set here). Publisher.Route
+// gives one route's streams their own MaxLen on the same connection.
 //
 // Order: one subscription receives a stream's entries in the order they
 // were appended, and the relay publishes the messages of one key one

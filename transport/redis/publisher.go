@@ -91,10 +91,56 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 // including an unreachable server and a server out of memory
 // (maxmemory), is transient: publishing it again can succeed.
 func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return p.publish(ctx, dest, m, p.opts.MaxLen)
+}
+
+// RouteOptions are the settings a route may give differently from its
+// publisher's. Zero fields take the publisher's.
+type RouteOptions struct {
+	// MaxLen replaces PublisherOptions.MaxLen for the route's streams:
+	// each stream can keep as much as its consumers may fall behind.
+	MaxLen int64
+}
+
+// Route returns a publisher for one route: it publishes through p, on
+// p's connection and in its pipeline, with o's settings in place of p's.
+// Its Close does nothing; closing p closes the connection they share.
+func (p *Publisher) Route(o RouteOptions) (transport.Publisher, error) {
+	switch {
+	case o.MaxLen < 0:
+		return nil, fmt.Errorf("redis: RouteOptions.MaxLen is %d: it cannot be negative (zero takes the publisher's)", o.MaxLen)
+	case o.MaxLen > 0 && p.opts.Mode == PubSub:
+		return nil, errors.New("redis: RouteOptions.MaxLen trims streams, and the publisher is in Pub/Sub mode, which keeps nothing to trim")
+	}
+	r := &routePublisher{p: p, maxLen: p.opts.MaxLen}
+	if o.MaxLen > 0 {
+		r.maxLen = o.MaxLen
+	}
+	return r, nil
+}
+
+// routePublisher is a Publisher with its own settings, made by
+// Publisher.Route.
+type routePublisher struct {
+	p      *Publisher
+	maxLen int64
+}
+
+func (r *routePublisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return r.p.publish(ctx, dest, m, r.maxLen)
+}
+
+func (r *routePublisher) Check(ctx context.Context, dest string) error { return r.p.Check(ctx, dest) }
+
+// Close does nothing: the route's publisher owns the connection.
+func (r *routePublisher) Close() error { return nil }
+
+// publish is Publish with maxLen trimming streams.
+func (p *Publisher) publish(ctx context.Context, dest string, m *transport.Message, maxLen int64) error {
 	if err := checkName("destination", dest); err != nil {
 		return p.rejected(dest, m.ID, err.Error(), "fix the route's destination", nil)
 	}
-	args, size, err := p.command(dest, m)
+	args, size, err := p.command(dest, m, maxLen)
 	if err != nil {
 		return p.rejected(dest, m.ID, err.Error(), "give every header a non-empty name", nil)
 	}
@@ -131,7 +177,7 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 
 // command returns the Redis command that publishes m to dest and the
 // message's size.
-func (p *Publisher) command(dest string, m *transport.Message) ([]any, int, error) {
+func (p *Publisher) command(dest string, m *transport.Message, maxLen int64) ([]any, int, error) {
 	if p.opts.Mode == PubSub {
 		env, err := p.enc.envelope(m)
 		if err != nil {
@@ -145,8 +191,8 @@ func (p *Publisher) command(dest string, m *transport.Message) ([]any, int, erro
 	}
 	args := make([]any, 0, 6+len(values))
 	args = append(args, "xadd", dest)
-	if p.opts.MaxLen > 0 {
-		args = append(args, "maxlen", "~", p.opts.MaxLen)
+	if maxLen > 0 {
+		args = append(args, "maxlen", "~", maxLen)
 	}
 	args = append(args, "*")
 	return append(args, values...), size, nil

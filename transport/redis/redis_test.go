@@ -263,6 +263,37 @@ func TestMaxLen(t *testing.T) {
 	}
 }
 
+// A route's own MaxLen trims its streams; its publisher's other streams
+// keep the publisher's.
+func TestRouteMaxLen(t *testing.T) {
+	short, long := newKey(t), newKey(t)
+	p := newPublisher(t, redis.PublisherOptions{MaxLen: 5000})
+	r, err := p.Route(redis.RouteOptions{MaxLen: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, r, short, 1000)
+	publishN(t, p, long, 1000)
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	c := rawClient(t)
+	if n := c.XLen(ctxT(t, time.Second), short).Val(); n < 100 || n > 300 {
+		t.Errorf("the route's stream: XLEN = %d after 1000 entries with the route's MaxLen 100", n)
+	}
+	if n := c.XLen(ctxT(t, time.Second), long).Val(); n != 1000 {
+		t.Errorf("the publisher's stream: XLEN = %d after 1000 entries with MaxLen 5000", n)
+	}
+
+	if _, err := p.Route(redis.RouteOptions{MaxLen: -1}); err == nil || !strings.Contains(err.Error(), "MaxLen is -1") {
+		t.Errorf("Route with MaxLen -1: %v", err)
+	}
+	ps := newPublisher(t, redis.PublisherOptions{Mode: redis.PubSub})
+	if _, err := ps.Route(redis.RouteOptions{MaxLen: 10}); err == nil || !strings.Contains(err.Error(), "Pub/Sub") {
+		t.Errorf("Route with MaxLen on a Pub/Sub publisher: %v", err)
+	}
+}
+
 // publishN publishes n messages from many goroutines at once, as the relay
 // does.
 func publishN(t *testing.T, p transport.Publisher, dest string, n int) {

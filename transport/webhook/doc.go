@@ -48,7 +48,9 @@
 // Publish refuses such a message with an error naming the header. Message
 // headers named ferry-* (and ce-* in CloudEvents mode) are reserved for
 // the fields and not sent. Options.Header adds headers to every push,
-// such as an Authorization the receiver expects.
+// such as an Authorization the receiver expects. Publisher.Route gives
+// one route, one receiver, its own headers, secrets and timeout on the
+// same connection pool.
 //
 // # The signature
 //

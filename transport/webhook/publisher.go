@@ -95,14 +95,14 @@ func DefaultRetryStatus(status int) bool {
 // it is safe for concurrent use, and concurrent pushes to one receiver
 // share a pool of kept-alive connections.
 type Publisher struct {
-	opts    Options
-	enc     transport.Encoding
-	base    string // BaseURL without its trailing slash
-	client  *http.Client
-	ownTr   *http.Transport // the transport the publisher made, closed by Close
-	timeout time.Duration
-	retry   func(int) bool
-	log     *slog.Logger
+	opts     Options
+	enc      transport.Encoding
+	base     string // BaseURL without its trailing slash
+	client   *http.Client
+	ownTr    *http.Transport // the transport the publisher made, closed by Close
+	settings pushSettings    // Options' settings; a Route has its own
+	retry    func(int) bool
+	log      *slog.Logger
 
 	mu       sync.RWMutex
 	closed   bool
@@ -118,11 +118,11 @@ var (
 // options; it does not contact any receiver.
 func NewPublisher(opts Options) (*Publisher, error) {
 	p := &Publisher{
-		opts:    opts,
-		enc:     transport.Encoding{Format: opts.Format, CEPrefix: cePrefix, Source: opts.Source},
-		timeout: opts.Timeout,
-		retry:   opts.RetryStatus,
-		log:     opts.Logger,
+		opts:     opts,
+		enc:      transport.Encoding{Format: opts.Format, CEPrefix: cePrefix, Source: opts.Source},
+		settings: pushSettings{header: opts.Header, secrets: opts.Secrets, timeout: opts.Timeout},
+		retry:    opts.RetryStatus,
+		log:      opts.Logger,
 	}
 	if opts.BaseURL != "" {
 		u, err := url.Parse(opts.BaseURL)
@@ -134,10 +134,8 @@ func NewPublisher(opts Options) (*Publisher, error) {
 		}
 		p.base = strings.TrimRight(opts.BaseURL, "/")
 	}
-	for i, s := range opts.Secrets {
-		if len(s) == 0 {
-			return nil, fmt.Errorf("webhook: Options.Secrets[%d] is empty; an empty secret signs nothing", i)
-		}
+	if err := checkSecrets("Options.Secrets", opts.Secrets); err != nil {
+		return nil, err
 	}
 	switch opts.Format {
 	case transport.FormatFerry, transport.FormatCloudEvents:
@@ -147,21 +145,14 @@ func NewPublisher(opts Options) (*Publisher, error) {
 	if opts.Timeout < 0 {
 		return nil, fmt.Errorf("webhook: Options.Timeout %v is negative", opts.Timeout)
 	}
+	if err := checkHeader("Options.Header", opts.Header); err != nil {
+		return nil, err
+	}
 	if opts.MaxConnsPerHost < 0 {
 		return nil, fmt.Errorf("webhook: Options.MaxConnsPerHost %d is negative; zero means no limit", opts.MaxConnsPerHost)
 	}
-	for name, values := range opts.Header {
-		if !validName(name) || framing[strings.ToLower(name)] {
-			return nil, fmt.Errorf("webhook: Options.Header: %q is not a valid HTTP header name, or is one of HTTP's framing headers", name)
-		}
-		for _, v := range values {
-			if why := checkValue(v); why != "" {
-				return nil, fmt.Errorf("webhook: Options.Header %q: value has %s", name, why)
-			}
-		}
-	}
-	if p.timeout == 0 {
-		p.timeout = DefaultTimeout
+	if p.settings.timeout == 0 {
+		p.settings.timeout = DefaultTimeout
 	}
 	if p.retry == nil {
 		p.retry = DefaultRetryStatus
@@ -192,6 +183,100 @@ func NewPublisher(opts Options) (*Publisher, error) {
 	p.client.CheckRedirect = p.checkRedirect
 	return p, nil
 }
+
+// checkSecrets reports an empty secret in secrets, the field named field.
+func checkSecrets(field string, secrets [][]byte) error {
+	for i, s := range secrets {
+		if len(s) == 0 {
+			return fmt.Errorf("webhook: %s[%d] is empty; an empty secret signs nothing", field, i)
+		}
+	}
+	return nil
+}
+
+// checkHeader reports a header in h, the field named field, that HTTP
+// cannot carry or that would change how the request is framed.
+func checkHeader(field string, h http.Header) error {
+	for name, values := range h {
+		if !validName(name) || framing[strings.ToLower(name)] {
+			return fmt.Errorf("webhook: %s: %q is not a valid HTTP header name, or is one of HTTP's framing headers", field, name)
+		}
+		for _, v := range values {
+			if why := checkValue(v); why != "" {
+				return fmt.Errorf("webhook: %s %q: value has %s", field, name, why)
+			}
+		}
+	}
+	return nil
+}
+
+// pushSettings is what a route may set differently from its publisher.
+type pushSettings struct {
+	header  http.Header
+	secrets [][]byte
+	timeout time.Duration
+}
+
+// RouteOptions are the settings a route may give differently from its
+// publisher's, for receivers that each want their own: zero fields take
+// the publisher's.
+type RouteOptions struct {
+	// Header is sent with the route's pushes on top of Options.Header: a
+	// name set in both takes this value.
+	Header http.Header
+	// Secrets replace Options.Secrets: the route's pushes are signed with
+	// these instead.
+	Secrets [][]byte
+	// Timeout replaces Options.Timeout.
+	Timeout time.Duration
+}
+
+// Route returns a publisher for one route: it pushes through p, sharing
+// its connections, with o's settings in place of p's. Its Close does
+// nothing; closing p closes the connections they share.
+func (p *Publisher) Route(o RouteOptions) (transport.Publisher, error) {
+	if err := checkHeader("RouteOptions.Header", o.Header); err != nil {
+		return nil, err
+	}
+	if err := checkSecrets("RouteOptions.Secrets", o.Secrets); err != nil {
+		return nil, err
+	}
+	if o.Timeout < 0 {
+		return nil, fmt.Errorf("webhook: RouteOptions.Timeout %v is negative", o.Timeout)
+	}
+	r := &routePublisher{p: p, settings: p.settings}
+	if len(o.Header) > 0 {
+		r.settings.header = p.settings.header.Clone()
+		if r.settings.header == nil {
+			r.settings.header = make(http.Header, len(o.Header))
+		}
+		for name, values := range o.Header {
+			r.settings.header[http.CanonicalHeaderKey(name)] = values
+		}
+	}
+	if len(o.Secrets) > 0 {
+		r.settings.secrets = o.Secrets
+	}
+	if o.Timeout > 0 {
+		r.settings.timeout = o.Timeout
+	}
+	return r, nil
+}
+
+// routePublisher is a Publisher with its own settings, made by Publisher.Route.
+type routePublisher struct {
+	p        *Publisher
+	settings pushSettings
+}
+
+func (r *routePublisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return r.p.publish(ctx, dest, m, &r.settings)
+}
+
+func (r *routePublisher) Check(ctx context.Context, dest string) error { return r.p.Check(ctx, dest) }
+
+// Close does nothing: the route's publisher owns the connections.
+func (r *routePublisher) Close() error { return nil }
 
 func (p *Publisher) checkRedirect(req *http.Request, via []*http.Request) error {
 	if !p.opts.FollowRedirects {
@@ -250,6 +335,11 @@ func (p *Publisher) Check(ctx context.Context, dest string) error {
 // (a *StatusError for a status); any other status, an invalid dest or a
 // header HTTP cannot carry returns a *transport.RejectedError.
 func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Message) error {
+	return p.publish(ctx, dest, m, &p.settings)
+}
+
+// publish is Publish with s's settings.
+func (p *Publisher) publish(ctx context.Context, dest string, m *transport.Message, s *pushSettings) error {
 	p.mu.RLock()
 	if p.closed {
 		p.mu.RUnlock()
@@ -266,12 +356,12 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 	if err != nil {
 		return reject(err.Error(), "", nil)
 	}
-	h, err := p.header(m)
+	h, err := p.header(m, s)
 	if err != nil {
 		return reject(err.Error(), "", nil)
 	}
 
-	rctx, cancel := context.WithTimeout(ctx, p.timeout)
+	rctx, cancel := context.WithTimeout(ctx, s.timeout)
 	defer cancel()
 	var body io.Reader = http.NoBody
 	if len(m.Payload) > 0 {
@@ -285,7 +375,7 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 	resp, err := p.client.Do(req)
 	if err != nil {
 		if ctx.Err() == nil && errors.Is(rctx.Err(), context.DeadlineExceeded) {
-			return fmt.Errorf("webhook: POST %s (message %s): no response within %v (Options.Timeout): %w", redact(target), m.ID, p.timeout, unwrapURLError(err))
+			return fmt.Errorf("webhook: POST %s (message %s): no response within %v (Timeout, of the publisher or its route): %w", redact(target), m.ID, s.timeout, unwrapURLError(err))
 		}
 		return fmt.Errorf("webhook: POST %s (message %s): %w", redact(target), m.ID, unwrapURLError(err))
 	}
@@ -319,10 +409,10 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 }
 
 // header returns the request headers for m.
-func (p *Publisher) header(m *transport.Message) (http.Header, error) {
-	h := make(http.Header, len(p.opts.Header)+len(m.Headers)+8)
+func (p *Publisher) header(m *transport.Message, s *pushSettings) (http.Header, error) {
+	h := make(http.Header, len(s.header)+len(m.Headers)+8)
 	h.Set("User-Agent", "ferry")
-	for name, values := range p.opts.Header {
+	for name, values := range s.header {
 		h[http.CanonicalHeaderKey(name)] = values
 	}
 	var bad error
@@ -356,8 +446,8 @@ func (p *Publisher) header(m *transport.Message) (http.Header, error) {
 	if h.Get(idempotencyKey) == "" && m.ID != "" && checkValue(m.ID) == "" {
 		h.Set(idempotencyKey, m.ID)
 	}
-	if len(p.opts.Secrets) > 0 {
-		h.Set(SignatureHeader, Sign(m.Payload, p.opts.Secrets, time.Now()))
+	if len(s.secrets) > 0 {
+		h.Set(SignatureHeader, Sign(m.Payload, s.secrets, time.Now()))
 	}
 	return h, nil
 }

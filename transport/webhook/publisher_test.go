@@ -359,7 +359,7 @@ func TestPublishTimeoutAndContext(t *testing.T) {
 	p := newPublisher(t, Options{BaseURL: srv.URL, Timeout: 200 * time.Millisecond})
 	start := time.Now()
 	err := p.Publish(context.Background(), "slow", &transport.Message{ID: "m"})
-	if err == nil || transport.IsRejected(err) || !strings.Contains(err.Error(), "no response within 200ms (Options.Timeout)") {
+	if err == nil || transport.IsRejected(err) || !strings.Contains(err.Error(), "no response within 200ms (Timeout, of the publisher or its route)") {
 		t.Errorf("slow receiver: %v, want a transient timeout naming Options.Timeout", err)
 	}
 	if !errors.Is(err, context.DeadlineExceeded) {
@@ -494,5 +494,82 @@ func TestPublishConcurrentReusesConnections(t *testing.T) {
 	defer mu.Unlock()
 	if len(conns) > 2*workers {
 		t.Errorf("%d pushes from %d goroutines opened %d connections; they should be kept alive and reused", workers*each, workers, len(conns))
+	}
+}
+
+// A route's own header, secrets and timeout, on the connections of the
+// publisher it came from.
+func TestRoute(t *testing.T) {
+	rec, srv := newReceiver(t)
+	release := make(chan struct{})
+	defer close(release)
+	rec.reply = func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}
+	p := newPublisher(t, Options{
+		BaseURL: srv.URL,
+		Secrets: [][]byte{[]byte("publisher-secret")},
+		Header:  http.Header{"Authorization": {"Bearer publisher"}, "X-Team": {"billing"}},
+	})
+	r, err := p.Route(RouteOptions{
+		Header:  http.Header{"authorization": {"Bearer partner"}},
+		Secrets: [][]byte{[]byte("partner-secret")},
+		Timeout: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := testMessage()
+	if err := r.Publish(context.Background(), "partner", m); err != nil {
+		t.Fatal(err)
+	}
+	req, body := rec.last(t)
+	if got := req.Header.Get("Authorization"); got != "Bearer partner" {
+		t.Errorf("Authorization %q, want the route's", got)
+	}
+	if got := req.Header.Get("X-Team"); got != "billing" {
+		t.Errorf("X-Team %q, want the publisher's, which the route does not set", got)
+	}
+	sig := req.Header.Get(SignatureHeader)
+	if err := Verify(sig, body, [][]byte{[]byte("partner-secret")}, time.Minute, time.Now()); err != nil {
+		t.Errorf("the route's push does not verify with the route's secret: %v", err)
+	}
+	if err := Verify(sig, body, [][]byte{[]byte("publisher-secret")}, time.Minute, time.Now()); err == nil {
+		t.Error("the route's push verifies with the publisher's secret, which the route replaces")
+	}
+
+	if err := p.Publish(context.Background(), "own", m); err != nil {
+		t.Fatal(err)
+	}
+	req, body = rec.last(t)
+	if got := req.Header.Get("Authorization"); got != "Bearer publisher" {
+		t.Errorf("the publisher's own push: Authorization %q: a route changed its publisher", got)
+	}
+	if err := Verify(req.Header.Get(SignatureHeader), body, [][]byte{[]byte("publisher-secret")}, time.Minute, time.Now()); err != nil {
+		t.Errorf("the publisher's own push: %v", err)
+	}
+
+	if err := r.Publish(context.Background(), "slow", m); err == nil || !strings.Contains(err.Error(), "no response within 100ms") {
+		t.Errorf("route with a 100ms timeout, slow receiver: %v", err)
+	}
+
+	for _, bad := range []struct {
+		o    RouteOptions
+		want string
+	}{
+		{RouteOptions{Header: http.Header{"Bad Name": {"x"}}}, `RouteOptions.Header: "Bad Name" is not a valid HTTP header name`},
+		{RouteOptions{Header: http.Header{"Content-Length": {"1"}}}, "framing"},
+		{RouteOptions{Secrets: [][]byte{nil}}, "RouteOptions.Secrets[0] is empty"},
+		{RouteOptions{Timeout: -time.Second}, "RouteOptions.Timeout -1s is negative"},
+	} {
+		if _, err := p.Route(bad.o); err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("Route(%+v): %v, want an error containing %q", bad.o, err, bad.want)
+		}
 	}
 }
