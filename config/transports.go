@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/ferry-dev/ferry"
 	"github.com/ferry-dev/ferry/transport"
@@ -145,6 +146,7 @@ func subscriber[S transport.Subscriber](s S, err error) (transport.Subscriber, e
 //	  format: ferry                     # or cloudevents
 //	  source: ferry                     # the CloudEvents source
 //	  channels: 2
+//	  tls: {ca_file: ca.pem}            # amqps:// only; see kafka for every key
 func amqpType(m *mapping) builder {
 	url := m.text("url")
 	if !m.has("url") {
@@ -165,7 +167,15 @@ func amqpType(m *mapping) builder {
 		x.done()
 		o.Exchanges = append(o.Exchanges, e)
 	}
+	if e, ok := m.get("tls"); ok && !strings.HasPrefix(strings.ToLower(url), "amqps://") {
+		m.p.addf(e.key, m.join("tls"), "TLS settings need an amqps:// url (port 5671 by default); with amqp:// the connection would not use TLS")
+	}
+	tlsConfig := m.tls()
 	return func(env buildEnv) (built, error) {
+		var err error
+		if o.TLS, err = tlsConfig(); err != nil {
+			return built{}, err
+		}
 		o.Logger = env.logger
 		p, err := amqp.NewPublisher(url, o)
 		return published(p, err, func() (transport.Subscriber, error) {
@@ -208,6 +218,7 @@ func (m *mapping) routingKey() string {
 //	  max_len: 1000000       # trim streams to about this many entries (streams only)
 //	  require_receivers: false   # pubsub: retry a message no subscriber received
 //	  format: ferry          # or cloudevents
+//	  tls: {ca_file: ca.pem} # connect with TLS (as rediss:// does); see kafka for every key
 func redisType(m *mapping) builder {
 	mode, _ := redis.ParseMode(m.oneOf("mode", "streams", "streams", "pubsub"))
 	o := redis.PublisherOptions{
@@ -218,11 +229,16 @@ func redisType(m *mapping) builder {
 		Format:           m.format(),
 		Source:           m.text("source"),
 	}
+	tlsConfig := m.tls()
 	return func(env buildEnv) (built, error) {
+		var err error
+		if o.TLS, err = tlsConfig(); err != nil {
+			return built{}, err
+		}
 		o.Logger = env.logger
 		p, err := redis.NewPublisher(o)
 		return published(p, err, func() (transport.Subscriber, error) {
-			return subscriber(redis.NewSubscriber(redis.SubscriberOptions{Addr: o.Addr, Mode: o.Mode, Logger: o.Logger}))
+			return subscriber(redis.NewSubscriber(redis.SubscriberOptions{Addr: o.Addr, Mode: o.Mode, TLS: o.TLS, Logger: o.Logger}))
 		})
 	}
 }
@@ -355,6 +371,7 @@ func (m *mapping) tls() func() (*tls.Config, error) {
 //	      duplicates: 2m              # the window in which retries are dropped by message id
 //	  max_pending: 4096               # messages awaiting their acks
 //	  format: ferry                   # or cloudevents
+//	  tls: {ca_file: ca.pem}          # see kafka for every key
 func natsType(m *mapping) builder {
 	url := m.text("url")
 	if !m.has("url") {
@@ -396,7 +413,15 @@ func natsType(m *mapping) builder {
 	if token := m.text("token"); token != "" {
 		o.Client = append(o.Client, nats.Token(token))
 	}
+	tlsConfig := m.tls()
 	return func(env buildEnv) (built, error) {
+		c, err := tlsConfig()
+		if err != nil {
+			return built{}, err
+		}
+		if c != nil {
+			o.Client = append(o.Client, nats.Secure(c))
+		}
 		o.Logger = env.logger
 		p, err := natstransport.NewPublisher(url, o)
 		return published(p, err, func() (transport.Subscriber, error) {
@@ -417,6 +442,7 @@ func natsType(m *mapping) builder {
 //	  follow_redirects: false
 //	  headers: {Authorization: "Bearer ${TOKEN}"}
 //	  format: ferry                              # or cloudevents
+//	  tls: {ca_file: ca.pem, cert_file: client.pem, key_file: client-key.pem}   # a private CA, mutual TLS
 func webhookType(m *mapping) builder {
 	o := webhook.Options{
 		BaseURL:         m.text("base_url"),
@@ -441,7 +467,12 @@ func webhookType(m *mapping) builder {
 		}
 	}
 	o.Header = m.header("headers")
+	tlsConfig := m.tls()
 	return func(env buildEnv) (built, error) {
+		var err error
+		if o.TLS, err = tlsConfig(); err != nil {
+			return built{}, err
+		}
 		o.Logger = env.logger
 		p, err := webhook.NewPublisher(o)
 		return published(p, err, nil) // pushes come to ferry's receiver, not from a broker to read

@@ -90,7 +90,7 @@ lanes: {default: {}}
 transports:
   events: {type: kafka, acks: some, compression: brotli}
   bus: {type: nats, streams: [{subjects: "a.>"}]}
-  rabbit: {type: amqp, url: "amqp://x", exchanges: [{name: x, kind: topik}]}
+  rabbit: {type: amqp, url: "amqp://x", exchanges: [{name: x, kind: topik}], tls: {}}
   cache: {type: redis, mode: pubsib}
   hooks: {type: webhook, retry_status: [200, abc], tls: {ca_file: /nonexistent/ca.pem}}
   console: {type: stdout}
@@ -116,10 +116,11 @@ routes:
 		`transports.bus.url: is required`,
 		`transports.bus.streams[0].name: is required`,
 		`transports.rabbit.exchanges[0].kind: must be one of direct, topic, fanout, headers, got "topik"; did you mean "topic"?`,
+		`transports.rabbit.tls: TLS settings need an amqps:// url`,
 		`transports.cache.mode: must be one of streams, pubsub, got "pubsib"; did you mean "pubsub"?`,
 		`transports.hooks.retry_status: "200" is not an HTTP status from 300 to 599`,
 		`transports.hooks.retry_status: "abc" is not an HTTP status`,
-		`transports.hooks.tls: unknown key "tls"`,
+		`transports.hooks.tls.ca_file: cannot read /nonexistent/ca.pem`,
 		`routes[0].destination: transport "console" (stdout) takes every message it is given and has no destinations`,
 		`routes[1].destination: destination "{tpoic}": unknown placeholder`,
 		`routes[2].routing_key: RoutingKey "{tpye}": unknown placeholder: the placeholders are {topic}, {key} and {type}`,

@@ -7,9 +7,13 @@
 //	// connect through p.Addr() instead of the target ...
 //	p.Cut()     // connections drop; connecting fails with "connection refused"
 //	p.Restore() // connecting works again, on the same port
+//
+// NewTLS makes a proxy that terminates TLS in front of a plain server, to
+// test clients' TLS settings against a real broker that speaks none.
 package tcpproxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +26,8 @@ import (
 // Its methods are safe for concurrent use.
 type Proxy struct {
 	target string
-	addr   string // the listening address; stays the same across Cut and Restore
+	addr   string      // the listening address; stays the same across Cut and Restore
+	tls    *tls.Config // terminates TLS on accepted connections; nil: plain TCP
 
 	mu       sync.Mutex
 	ln       net.Listener // nil while cut
@@ -34,12 +39,17 @@ type Proxy struct {
 
 // New listens on a random port of 127.0.0.1 and forwards each connection
 // to target (host:port).
-func New(target string) (*Proxy, error) {
+func New(target string) (*Proxy, error) { return NewTLS(target, nil) }
+
+// NewTLS is New with clients speaking TLS to the proxy, which speaks plain
+// TCP to target. config holds the proxy's certificate (and ClientAuth, to
+// require client certificates); nil means plain TCP, as New.
+func NewTLS(target string, config *tls.Config) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("tcpproxy: listen: %w", err)
 	}
-	p := &Proxy{target: target, addr: ln.Addr().String(), conns: map[net.Conn]struct{}{}}
+	p := &Proxy{target: target, addr: ln.Addr().String(), tls: config, conns: map[net.Conn]struct{}{}}
 	p.serve(ln)
 	return p, nil
 }
@@ -116,6 +126,9 @@ func (p *Proxy) serve(ln net.Listener) {
 }
 
 func (p *Proxy) serveLocked(ln net.Listener) {
+	if p.tls != nil {
+		ln = tls.NewListener(ln, p.tls)
+	}
 	p.ln = ln
 	p.wg.Add(1)
 	go func() {

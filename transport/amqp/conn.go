@@ -2,6 +2,7 @@ package amqp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +32,7 @@ type dialOptions struct {
 	minDelay    time.Duration
 	maxDelay    time.Duration
 	log         *slog.Logger
+	tls         *tls.Config // for amqps:// URLs
 	// setup runs on each new connection before it is handed out (declares
 	// exchanges). Its error is logged, not fatal: the connection works for
 	// everything else.
@@ -196,8 +198,9 @@ func (c *connector) dial() (*amqp091.Connection, error) {
 	props := amqp091.NewConnectionProperties()
 	props.SetClientConnectionName(c.opts.name)
 	return amqp091.DialConfig(c.opts.url, amqp091.Config{
-		Heartbeat:  c.opts.heartbeat,
-		Properties: props,
+		Heartbeat:       c.opts.heartbeat,
+		Properties:      props,
+		TLSClientConfig: c.opts.tls.Clone(), // the client sets its ServerName
 		Dial: func(network, addr string) (net.Conn, error) {
 			d := net.Dialer{Timeout: c.opts.dialTimeout}
 			conn, err := d.DialContext(c.ctx, network, addr)

@@ -1,6 +1,7 @@
 package amqp
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -113,6 +114,11 @@ type ConnOptions struct {
 	// attempts never stop: a relay outlives its broker's restarts.
 	MinReconnectDelay time.Duration
 	MaxReconnectDelay time.Duration
+	// TLS configures the TLS of amqps:// URLs: the certificate
+	// authorities to trust, a client certificate. nil trusts the system's
+	// authorities. Setting it for an amqp:// URL is an error, rather than
+	// a connection without TLS.
+	TLS *tls.Config
 	// Logger receives connection events (lost, restored) and errors that
 	// no call returns. Default slog.Default().
 	Logger *slog.Logger
@@ -159,18 +165,24 @@ func (o ConnOptions) dial(rawURL string, setup func(*amqp091.Connection) error) 
 		minDelay:    o.MinReconnectDelay,
 		maxDelay:    o.MaxReconnectDelay,
 		log:         o.Logger.With("transport", "amqp", "conn", o.Name),
+		tls:         o.TLS,
 		setup:       setup,
 	}
 }
 
 // checkURL parses an AMQP URL as the client will, so that a typo fails
-// at construction rather than at each reconnection attempt.
-func checkURL(u string) error {
+// at construction rather than at each reconnection attempt, and checks
+// that TLS settings go with an amqps:// URL.
+func checkURL(u string, tlsConfig *tls.Config) error {
 	if strings.TrimSpace(u) == "" {
 		return errors.New("the broker URL is empty: give one such as amqp://guest:guest@127.0.0.1:5672/")
 	}
-	if _, err := amqp091.ParseURI(u); err != nil {
+	uri, err := amqp091.ParseURI(u)
+	if err != nil {
 		return fmt.Errorf("broker URL %q: %w (the form is amqp://user:password@host:port/vhost; percent-encode reserved characters in the password)", redactRaw(u), err)
+	}
+	if tlsConfig != nil && uri.Scheme != "amqps" {
+		return fmt.Errorf("broker URL %q has TLS settings but is not amqps://: use amqps:// (port 5671 by default) to connect with TLS", redactRaw(u))
 	}
 	return nil
 }

@@ -44,7 +44,7 @@ type Publisher struct {
 // or invalid options.
 func NewPublisher(url string, o PublisherOptions) (*Publisher, error) {
 	o = o.withDefaults()
-	if err := checkURL(url); err != nil {
+	if err := checkURL(url, o.TLS); err != nil {
 		return nil, fmt.Errorf("amqp: %w", err)
 	}
 	if err := o.validate(); err != nil {

@@ -2,6 +2,7 @@ package amqp_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -294,6 +295,7 @@ func TestInvalidInput(t *testing.T) {
 		"placeholder": {RoutingKey: "{tpoic}"},
 		"channels":    {Channels: -1},
 		"delays":      {ConnOptions: amqp.ConnOptions{MinReconnectDelay: time.Second, MaxReconnectDelay: time.Millisecond}},
+		"tls":         {ConnOptions: amqp.ConnOptions{TLS: &tls.Config{}}}, // with an amqp:// URL
 	} {
 		if _, err := amqp.NewPublisher(brokerURL, o); err == nil {
 			t.Errorf("%s: NewPublisher accepted %+v", name, o)

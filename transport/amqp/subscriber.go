@@ -33,7 +33,7 @@ type Subscriber struct {
 // malformed URL or invalid options.
 func NewSubscriber(url string, o SubscriberOptions) (*Subscriber, error) {
 	o = o.withDefaults()
-	if err := checkURL(url); err != nil {
+	if err := checkURL(url, o.TLS); err != nil {
 		return nil, fmt.Errorf("amqp: %w", err)
 	}
 	if err := o.validate(); err != nil {

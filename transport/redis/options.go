@@ -1,9 +1,11 @@
 package redis
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"time"
 	"unicode"
@@ -78,6 +80,10 @@ type PublisherOptions struct {
 	// Mode is Streams (default) or PubSub; see Mode for what each
 	// guarantees.
 	Mode Mode
+	// TLS connects with TLS, with these settings: the certificate
+	// authorities to trust, a client certificate. nil uses TLS only for a
+	// rediss:// Addr, trusting the system's authorities.
+	TLS *tls.Config
 	// Format is how the message's fields are written: ferry-* fields
 	// (default) or CloudEvents attributes with the prefix "ce-".
 	Format transport.Format
@@ -120,6 +126,10 @@ type SubscriberOptions struct {
 	Addr string
 	// Mode is Streams (default) or PubSub; it must match the publisher's.
 	Mode Mode
+	// TLS connects with TLS, with these settings: the certificate
+	// authorities to trust, a client certificate. nil uses TLS only for a
+	// rediss:// Addr, trusting the system's authorities.
+	TLS *tls.Config
 	// StartID is where a consumer group that does not exist yet starts
 	// reading: "0" (default) delivers every entry already in the stream,
 	// "$" only those added after the group is created. An existing group
@@ -251,7 +261,7 @@ func (o *SubscriberOptions) setDefaults() error {
 // clientOptions parses addr into go-redis options. Nothing connects yet:
 // go-redis dials on the first command, and again after a connection
 // breaks, so a client made while Redis is down works once it is back.
-func clientOptions(addr string) (*goredis.Options, error) {
+func clientOptions(addr string, tlsConfig *tls.Config) (*goredis.Options, error) {
 	if addr == "" {
 		addr = DefaultAddr
 	}
@@ -262,6 +272,13 @@ func clientOptions(addr string) (*goredis.Options, error) {
 		if err != nil {
 			return nil, fmt.Errorf("redis: Addr %q: %w; use redis://host:port/db or host:port", addr, err)
 		}
+	}
+	if tlsConfig != nil {
+		c := tlsConfig.Clone()
+		if c.ServerName == "" {
+			c.ServerName, _, _ = net.SplitHostPort(o.Addr)
+		}
+		o.TLSConfig = c
 	}
 	// The relay and the subscriptions retry with their own backoff, and
 	// report why: go-redis's default of 5 dials times 4 attempts makes a

@@ -58,7 +58,7 @@ func NewPublisher(opts PublisherOptions) (*Publisher, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	co, err := clientOptions(opts.Addr)
+	co, err := clientOptions(opts.Addr, opts.TLS)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func NewSubscriber(opts SubscriberOptions) (*Subscriber, error) {
 	if err := opts.setDefaults(); err != nil {
 		return nil, err
 	}
-	co, err := clientOptions(opts.Addr)
+	co, err := clientOptions(opts.Addr, opts.TLS)
 	if err != nil {
 		return nil, err
 	}

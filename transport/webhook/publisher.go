@@ -3,6 +3,7 @@ package webhook
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +72,11 @@ type Options struct {
 	// means no limit: one connection per concurrent push, kept alive
 	// between pushes.
 	MaxConnsPerHost int
+	// TLS configures https:// pushes: the certificate authorities to
+	// trust (a receiver with a private CA), a client certificate (a
+	// receiver that authenticates ferry by mutual TLS). nil trusts the
+	// system's authorities.
+	TLS *tls.Config
 	// Client, if set, sends the requests, for TLS settings, proxies or
 	// instrumentation of its own; MaxConnsPerHost is then ignored. Give
 	// its Transport a high MaxIdleConnsPerHost (net/http's default of 2
@@ -160,6 +166,9 @@ func NewPublisher(opts Options) (*Publisher, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	if opts.Client != nil && opts.TLS != nil {
+		return nil, errors.New("webhook: Options.TLS and Options.Client are both set: give the TLS settings to the Client's Transport, or leave Client unset")
+	}
 	if opts.Client != nil {
 		c := *opts.Client
 		p.client = &c
@@ -177,6 +186,7 @@ func NewPublisher(opts Options) (*Publisher, error) {
 			IdleConnTimeout:       90 * time.Second,
 			TLSHandshakeTimeout:   10 * time.Second,
 			ExpectContinueTimeout: time.Second,
+			TLSClientConfig:       opts.TLS,
 		}
 		p.client = &http.Client{Transport: p.ownTr}
 	}
