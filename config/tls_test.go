@@ -40,7 +40,16 @@ func TestTransportsOverTLS(t *testing.T) {
 	})
 	t.Run("nats", func(t *testing.T) {
 		addr := natsServerTLS(t, certs)
-		roundTrip(t, fmt.Sprintf("{type: nats, url: \"nats://%s\", streams: [{name: %s, subjects: [%s], storage: memory}], tls: %s}", addr, name, name, caOnly), name)
+		const transport = "{type: nats, url: \"nats://%s\", streams: [{name: %s, subjects: [%s], storage: memory}], tls: %s}"
+		roundTrip(t, fmt.Sprintf(transport, addr, name, name, caOnly), name)
+
+		// Trusting only the system's authorities, the client cannot
+		// connect; the publish that gives up says why.
+		b := build(t, fmt.Sprintf(transport, addr, name+"x", name+"x", "{}"), name+"x")
+		defer b.Close()
+		if err := deliverWithin(b, "tls-2", 2*time.Second); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+			t.Errorf("publish with an untrusted server certificate: %v, want the TLS error", err)
+		}
 	})
 	t.Run("amqp", func(t *testing.T) {
 		p := tlsProxy(t, "127.0.0.1:5672", certs)
@@ -140,8 +149,11 @@ func build(t *testing.T, transportYAML, dest string) *Built {
 }
 
 // deliver sends one message with id through b's only route.
-func deliver(b *Built, id string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+func deliver(b *Built, id string) error { return deliverWithin(b, id, 10*time.Second) }
+
+// deliverWithin is deliver giving up after d.
+func deliverWithin(b *Built, id string, d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	r := &ferry.Record{Message: ferry.Message{ID: id, Topic: "orders.placed", Key: "k", Payload: []byte(`{"over":"tls"}`)}}
 	return b.Options.Routes[0].Destination.Deliver(ctx, r)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dev/ferry/transport"
@@ -182,15 +183,44 @@ func (o ConnOptions) validate() error {
 	return nil
 }
 
+// conn is a connection to NATS that remembers why the last attempt to
+// reach the server failed, so that a call that gives up while the client
+// is away can say why (a TLS certificate the client does not trust, a
+// refused password) instead of only that its time ran out.
+type conn struct {
+	*nats.Conn
+	lastFailure atomic.Pointer[string]
+}
+
+// failed records a failed attempt to connect.
+func (c *conn) failed(err error) {
+	msg := err.Error()
+	c.lastFailure.Store(&msg)
+}
+
+// explain adds to err, when the client is not connected, why the last
+// attempt to connect failed.
+func (c *conn) explain(err error) error {
+	if c.IsConnected() {
+		return err
+	}
+	why := "no attempt has finished yet"
+	if last := c.lastFailure.Load(); last != nil {
+		why = "the last attempt failed: " + *last
+	}
+	return fmt.Errorf("%w (not connected to the server: %s)", err, why)
+}
+
 // connect returns a connection to the servers in url (a comma-separated
 // list of nats:// URLs). It does not wait for the server: while it is
 // unreachable the client keeps trying, buffers what is published, and
 // calls fail or wait as their contexts say.
-func connect(url string, o ConnOptions) (*nats.Conn, error) {
+func connect(url string, o ConnOptions) (*conn, error) {
 	if strings.TrimSpace(url) == "" {
 		return nil, errors.New("nats: the server URL is empty: give one such as nats://127.0.0.1:4222")
 	}
 	log := o.Logger.With("transport", "nats", "conn", o.Name)
+	c := &conn{}
 	opts := []nats.Option{
 		nats.Name(o.Name),
 		nats.RetryOnFailedConnect(true),
@@ -206,6 +236,15 @@ func connect(url string, o ConnOptions) (*nats.Conn, error) {
 			if err != nil {
 				log.Warn("nats: connection lost; reconnecting", "err", err)
 			}
+		}),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err == nil {
+				return
+			}
+			if last := c.lastFailure.Load(); last == nil || *last != err.Error() {
+				log.Warn("nats: cannot connect; retrying", "err", err) // once per distinct reason
+			}
+			c.failed(err)
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("nats: reconnected", "server", nc.ConnectedUrlRedacted())
@@ -225,7 +264,8 @@ func connect(url string, o ConnOptions) (*nats.Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nats: connect to %s: %w", url, err)
 	}
-	return nc, nil
+	c.Conn = nc
+	return c, nil
 }
 
 // PublisherOptions configure a Publisher. The zero value is ready to use.

@@ -31,7 +31,7 @@ const lookupTimeout = 5 * time.Second
 // waits for its own acknowledgement, so throughput grows with the number
 // of callers up to MaxPending messages in flight.
 type Publisher struct {
-	nc      *nats.Conn
+	nc      *conn
 	js      jetstream.JetStream
 	enc     transport.Encoding
 	streams *streamSetup
@@ -66,7 +66,7 @@ func NewPublisher(url string, o PublisherOptions) (*Publisher, error) {
 		return nil, err
 	}
 	acks := &ackWaiters{}
-	js, err := jetstream.New(nc,
+	js, err := jetstream.New(nc.Conn,
 		jetstream.WithPublishAsyncMaxPending(o.MaxPending),
 		jetstream.WithPublishAsyncTimeout(o.AckTimeout),
 		jetstream.WithPublishAsyncAckHandler(acks.acked),
@@ -116,7 +116,7 @@ func (p *Publisher) Publish(ctx context.Context, dest string, m *transport.Messa
 		return err
 	}
 	if err := p.ensureStreams(ctx); err != nil {
-		return fmt.Errorf("nats: publish message %s to %q: streams not ready: %w", m.ID, dest, err)
+		return fmt.Errorf("nats: publish message %s to %q: streams not ready: %w", m.ID, dest, p.nc.explain(err))
 	}
 	for {
 		done, err := p.send(ctx, msg)
@@ -283,7 +283,7 @@ func (p *Publisher) publishError(dest string, m *transport.Message, err error) e
 			return transport.ErrClosed
 		}
 	}
-	return fmt.Errorf("nats: publish message %s to %q: %w", m.ID, dest, err)
+	return fmt.Errorf("nats: publish message %s to %q: %w", m.ID, dest, p.nc.explain(err))
 }
 
 // noStream returns the refusal of a message whose subject no stream

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/ferry-dev/ferry/transport"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -21,7 +20,7 @@ const closeTimeout = 3 * time.Second
 // Subscriber reads JetStream subjects through durable pull consumers. It
 // implements transport.Subscriber.
 type Subscriber struct {
-	nc      *nats.Conn
+	nc      *conn
 	js      jetstream.JetStream
 	o       SubscriberOptions
 	streams *streamSetup
@@ -47,7 +46,7 @@ func NewSubscriber(url string, o SubscriberOptions) (*Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc.Conn)
 	if err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("nats: %w", err)
@@ -244,7 +243,7 @@ func (sub *subscription) iterator(ctx context.Context) (jetstream.MessagesContex
 func (sub *subscription) consumer(ctx context.Context) (jetstream.Consumer, error) {
 	s := sub.s
 	if err := s.streams.ensure(ctx); err != nil {
-		return nil, fmt.Errorf("nats: subscribe to %q: streams not ready: %w", sub.source, err)
+		return nil, fmt.Errorf("nats: subscribe to %q: streams not ready: %w", sub.source, s.nc.explain(err))
 	}
 	name, err := s.js.StreamNameBySubject(ctx, sub.source)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
