@@ -95,6 +95,21 @@ func kindOf(raw string) (kind, target string) {
 	return "", ""
 }
 
+// SQLiteFile returns the file a SQLite URL names, so that a program can
+// tell a database that exists from one that opening would create; ok is
+// false for other databases and for in-memory SQLite.
+func SQLiteFile(rawURL string) (path string, ok bool) {
+	kind, target := kindOf(rawURL)
+	if kind != "sqlite" {
+		return "", false
+	}
+	path, query, _ := strings.Cut(strings.TrimPrefix(target, "file:"), "?")
+	if path == "" || path == ":memory:" || strings.Contains(query, "mode=memory") {
+		return "", false
+	}
+	return path, true
+}
+
 // isSQLiteFile reports whether s, without a query, is a file name with a
 // SQLite extension.
 func isSQLiteFile(s string) bool {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -25,6 +26,8 @@ type dbFlags struct {
 	url    string
 	table  string
 	config string
+	create bool // see database.create
+	jobs   bool // see database.jobs
 }
 
 func (d *dbFlags) register(fs *flag.FlagSet) {
@@ -35,6 +38,13 @@ func (d *dbFlags) register(fs *flag.FlagSet) {
 
 // database is a resolved database to open.
 type database struct {
+	// create lets opening a SQLite database create its file: only for
+	// the commands that create the schema. The others refuse a file
+	// that does not exist rather than leave an empty one behind a typo.
+	create bool
+	// jobs is true for the job commands, whose advice is to create the
+	// job tables too (ferry migrate --jobs).
+	jobs bool
 	url  string
 	from string // where url came from, for messages: "--db", "FERRY_DATABASE_URL", a file name
 	opts sqlstore.Options
@@ -91,6 +101,7 @@ func (d *dbFlags) resolve() (database, *config.Config, error) {
 		db.opts.Table = d.table
 		db.flags += " --table " + d.table
 	}
+	db.create, db.jobs = d.create, d.jobs
 	return db, cfg, nil
 }
 
@@ -111,6 +122,11 @@ func (d *dbFlags) openNow(ctx context.Context) (database, *config.Config, ferry.
 func (db database) open(ctx context.Context, wait time.Duration, log *slog.Logger) (ferry.Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if path, ok := store.SQLiteFile(db.url); ok && !db.create {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			return nil, &noSchemaError{fmt.Sprintf("the SQLite database %s%s does not exist: check the path, or create the outbox with\n  %s", path, db.origin(), db.migrateCommand())}
+		}
 	}
 	deadline := time.Now().Add(wait)
 	pause := 250 * time.Millisecond
@@ -165,19 +181,35 @@ func (db database) checkSchema(ctx context.Context, st ferry.Store) error {
 	return db.explain(err)
 }
 
-// explain turns a missing outbox table into advice; other errors pass
-// through.
+// migrateCommand is the command that creates the schema db's command
+// needs.
+func (db database) migrateCommand() string {
+	cmd := "ferry migrate"
+	if db.jobs {
+		cmd += " --jobs"
+	}
+	return cmd + prefixSpace(db.flags)
+}
+
+// noSchemaError says that the outbox's schema is not there (its table,
+// or the SQLite file itself) and how to create it.
+type noSchemaError struct{ msg string }
+
+func (e *noSchemaError) Error() string { return e.msg }
+
+// explain turns a missing outbox table into advice (a *noSchemaError
+// wrapping err); other errors pass through.
 func (db database) explain(err error) error {
 	if err == nil || !missingTable(err) {
 		return err
 	}
 	if paused := db.opts.TableName() + "_paused"; strings.Contains(strings.ToLower(err.Error()), strings.ToLower(paused)) {
 		// The schema predates pausing lanes.
-		return fmt.Errorf("the table %s, where paused lanes are kept, does not exist in %s: create or upgrade the schema with\n  ferry migrate%s\n(%w)",
-			paused, store.Describe(db.url), prefixSpace(db.flags), err)
+		return &noSchemaError{fmt.Sprintf("the table %s, where paused lanes are kept, does not exist in %s: create or upgrade the schema with\n  ferry migrate%s\n(%v)",
+			paused, store.Describe(db.url), prefixSpace(db.flags), err)}
 	}
-	return fmt.Errorf("the outbox table %s does not exist in %s: create it with\n  ferry migrate%s\n(%w)",
-		db.opts.TableName(), store.Describe(db.url), prefixSpace(db.flags), err)
+	return &noSchemaError{fmt.Sprintf("the outbox table %s does not exist in %s: create it with\n  ferry migrate%s\n(%v)",
+		db.opts.TableName(), store.Describe(db.url), prefixSpace(db.flags), err)}
 }
 
 func prefixSpace(s string) string {

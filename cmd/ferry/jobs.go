@@ -93,6 +93,7 @@ func runJobs(ctx context.Context, c *cli, args []string) error {
 	if dbf.table == "" && dbf.config == "" {
 		dbf.table = defaultJobsTable
 	}
+	dbf.jobs = true
 	db, _, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err

@@ -62,7 +62,8 @@ func TestJobsShow(t *testing.T) {
 	url := "sqlite:" + filepath.Join(dir, "app.db")
 	missing := "err:the job tables (ferry_jobs, ferry_jobs_results, ferry_jobs_errors) do not all exist in " + url +
 		": create them with\n  ferry migrate --jobs --db " + url + " --table ferry_jobs\n"
-	ferryRun(t, "jobs", "show", "--db", url, "some-id").want(t, 1, missing)
+	ferryRun(t, "jobs", "show", "--db", url, "some-id").want(t, 1,
+		"err:the SQLite database "+filepath.Join(dir, "app.db")+" does not exist: check the path, or create the outbox with\n  ferry migrate --jobs --db "+url+" --table ferry_jobs\n")
 	ferryRun(t, "migrate", "--db", url, "--table", "ferry_jobs").want(t, 0)
 	id := strings.TrimSpace(ferryRun(t, "jobs", "enqueue", "--db", url, "--kind", "send_email", "--args", `{"to": "ann"}`, "--key", "account-7").stdout)
 	// The jobs' table is there, the tables beside it not yet.

@@ -35,6 +35,7 @@ func runJobsShow(ctx context.Context, c *cli, args []string) error {
 	if dbf.table == "" && dbf.config == "" {
 		dbf.table = defaultJobsTable
 	}
+	dbf.jobs = true
 	db, _, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err

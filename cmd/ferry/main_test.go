@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -198,8 +200,22 @@ func TestMigrate(t *testing.T) {
 }
 
 func TestNoSchema(t *testing.T) {
-	url := "sqlite:" + filepath.Join(t.TempDir(), "empty.db")
-	for _, cmd := range [][]string{{"inspect"}, {"list"}, {"retry", "--all"}, {"exclude", "--all"}} {
+	path := filepath.Join(t.TempDir(), "empty.db")
+	url := "sqlite:" + path
+	commands := [][]string{{"inspect"}, {"list"}, {"retry", "--all"}, {"exclude", "--all"}, {"pause", "batch"}}
+	// A file that does not exist (a typo in the path) is not created.
+	for _, cmd := range commands {
+		ferryRun(t, append(cmd, "--db", url)...).want(t, 1,
+			"err:the SQLite database "+path+" does not exist: check the path, or create the outbox with\n  ferry migrate --db "+url+"\n")
+	}
+	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after commands that only read or act on messages, %s: %v, want it not created", path, err)
+	}
+	// An empty database without the outbox table.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, cmd := range commands[:4] { // pause names its own table, ferry_outbox_paused
 		ferryRun(t, append(cmd, "--db", url)...).want(t, 1,
 			"err:the outbox table ferry_outbox does not exist in "+url+": create it with\n  ferry migrate --db "+url+"\n")
 	}

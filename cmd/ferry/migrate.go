@@ -39,6 +39,7 @@ func runMigrate(ctx context.Context, c *cli, args []string) error {
 	if *withJobs && dbf.table == "" && dbf.config == "" {
 		dbf.table = defaultJobsTable
 	}
+	dbf.create = true
 	db, _, st, err := dbf.openNow(ctx)
 	if err != nil {
 		return err

@@ -61,7 +61,11 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 		stop()
 	}()
 
+	db.create = *migrate
 	st, err := db.open(ctx, *wait, log)
+	if errors.As(err, new(*noSchemaError)) {
+		return fmt.Errorf("%w\nor start the relay with --migrate", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -54,7 +55,14 @@ func TestRelayDelivers(t *testing.T) {
 	url := "sqlite:" + path
 	cfg := relayConfig(t, url)
 
-	// No schema yet: the relay says how to make one.
+	// No database yet, then an empty one: the relay says how to make the
+	// schema, and creates no file.
+	ferryRun(t, "relay", "--config", cfg).want(t, 1,
+		"err:the SQLite database "+path+" (from "+cfg+") does not exist: check the path, or create the outbox with\n  ferry migrate --config "+cfg+"\n",
+		"err:or start the relay with --migrate")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	ferryRun(t, "relay", "--config", cfg).want(t, 1,
 		"err:the outbox table ferry_outbox does not exist in "+url+": create it with\n  ferry migrate --config "+cfg+"\n",
 		"err:or start the relay with --migrate")
