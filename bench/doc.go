@@ -11,7 +11,10 @@
 // reports the online lane's latency from commit to delivery before and
 // during the flood, and how fast the batch drains, for ferry's relay and,
 // in the same run, for a naive baseline: one goroutine polling one FIFO
-// over the whole outbox, as the seeds' relay does.
+// over the whole outbox, as the seeds' relay does. On PostgreSQL it also
+// times the database's own wake-up, commit to notification on a LISTEN
+// connection of its own (system notify): the floor under any relay woken
+// by notifications.
 //
 // Demo plays the same scenario at a small scale on an embedded SQLite
 // database and narrates it second by second.

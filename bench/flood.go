@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/ferry-dev/ferry"
 	"io"
 	"log/slog"
 	"runtime"
@@ -139,6 +140,13 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	if cfg.StoreTimings {
 		s.timings = timings
 	}
+	// Beside ferry's relay, PostgreSQL's own wake-up is timed: the floor
+	// under the relay's latency (SystemNotify).
+	if n, ok := tb.store.(ferry.Notifier); ok && system == SystemFerry {
+		s.notices = newNoticeTracker(s.clock)
+		watch := background(ctx, func(ctx context.Context) error { return s.notices.listen(ctx, n) })
+		defer watch.stop()
+	}
 	rel, err := s.startRelay(ctx, system, cfg.Logger)
 	if err != nil {
 		return nil, err
@@ -229,9 +237,12 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	if truncated {
 		batchNotes = append(batchNotes, Param{"truncated", true})
 	}
-	res := func(metric string, v float64, unit string, notes []Param) Result {
+	resOf := func(system, metric string, v float64, unit string, notes []Param) Result {
 		return Result{Bench: "flood", System: system, Metric: metric, Value: v, Unit: unit, Messages: cfg.Batch,
 			DB: tb.dialect, Params: params, Notes: slices.Clone(notes)}
+	}
+	res := func(metric string, v float64, unit string, notes []Param) Result {
+		return resOf(system, metric, v, unit, notes)
 	}
 	results := []Result{
 		res(MetricIdleP50, ms(idle.p50), UnitMillis, idleNotes),
@@ -243,6 +254,17 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	}
 	if wrote > 0 {
 		results = append(results, res(MetricBatchWriteRate, rate(cfg.Batch, wrote-first), UnitRate, nil))
+	}
+	if s.notices != nil {
+		idle := summarize(s.notices.window(s.online, floodWarmup, floodStart))
+		fl := summarize(s.notices.window(s.online, floodStart, floodEnd))
+		idleNotes, floodNotes := []Param{{"samples", idle.n}}, []Param{{"samples", fl.n}}
+		results = append(results,
+			resOf(SystemNotify, MetricIdleP50, ms(idle.p50), UnitMillis, idleNotes),
+			resOf(SystemNotify, MetricIdleP99, ms(idle.p99), UnitMillis, idleNotes),
+			resOf(SystemNotify, MetricOnlineP50, ms(fl.p50), UnitMillis, floodNotes),
+			resOf(SystemNotify, MetricOnlineP99, ms(fl.p99), UnitMillis, floodNotes),
+			resOf(SystemNotify, MetricOnlineMax, ms(fl.max), UnitMillis, floodNotes))
 	}
 	return results, nil
 }

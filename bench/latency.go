@@ -35,6 +35,9 @@ type tracker struct {
 	delivered map[string]time.Duration
 	samples   []sample        // messages seen on both sides, in the order completed
 	done      map[string]bool // the ids of samples
+	// commitsByID keeps every commit, for latencies to other events
+	// (see noticeTracker).
+	commitsByID map[string]time.Duration
 }
 
 // sample is one message's commit and delivery.
@@ -46,7 +49,8 @@ type sample struct {
 func (s sample) latency() time.Duration { return max(0, s.deliver-s.commit) }
 
 func newTracker(c clock) *tracker {
-	return &tracker{clock: c, commits: map[string]time.Duration{}, delivered: map[string]time.Duration{}, done: map[string]bool{}}
+	return &tracker{clock: c, commits: map[string]time.Duration{}, delivered: map[string]time.Duration{}, done: map[string]bool{},
+		commitsByID: map[string]time.Duration{}}
 }
 
 // committed records that the messages with ids committed at t.
@@ -55,6 +59,7 @@ func (t *tracker) committed(ids []string, at time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, id := range ids {
+		t.commitsByID[id] = off
 		if d, ok := t.delivered[id]; ok {
 			delete(t.delivered, id)
 			t.done[id] = true
@@ -139,6 +144,14 @@ func (t *tracker) pendingBefore(to time.Duration) int {
 		}
 	}
 	return n
+}
+
+// commitOf returns the offset at which the message with id committed.
+func (t *tracker) commitOf(id string) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.commitsByID[id]
+	return c, ok
 }
 
 // stats are the percentiles of a set of latencies.

@@ -69,6 +69,12 @@ const (
 	// relay publishes, without an outbox: the ceiling the relay is
 	// measured against.
 	SystemRaw = "raw"
+	// SystemNotify is not a relay but PostgreSQL's own wake-up: a LISTEN
+	// connection of its own, beside ferry's relay, timing each online
+	// commit's notification. No relay woken by notifications delivers
+	// sooner, so its latencies are the floor under ferry's on the same
+	// machine and load.
+	SystemNotify = "notify"
 )
 
 // Result is one measurement. Encoded as JSON it is one flat object:
@@ -79,7 +85,7 @@ const (
 // with the parameters of the run after the fixed fields.
 type Result struct {
 	Bench    string // "relay" or "flood"
-	System   string // SystemFerry, SystemFIFO or SystemRaw
+	System   string // SystemFerry, SystemFIFO, SystemRaw or SystemNotify
 	Metric   string // one of the Metric constants
 	Value    float64
 	Unit     string // UnitRate, UnitMillis or UnitMessages

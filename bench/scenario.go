@@ -42,6 +42,9 @@ type scenario struct {
 	batchWrote atomic.Int64
 	// timings, if set, measures ferry's relay's store calls.
 	timings *storeTimings
+	// notices, if set, times the online lane's notifications (the notify
+	// baseline); set before the relay starts.
+	notices *noticeTracker
 }
 
 func newScenario(tb *testbed, customers, payload int) *scenario {
@@ -62,6 +65,9 @@ func newScenario(tb *testbed, customers, payload int) *scenario {
 func (s *scenario) Deliver(_ context.Context, r *ferry.Record) error {
 	if r.Lane == laneOnline {
 		s.online.deliveredNow(r.ID)
+		if s.notices != nil {
+			s.notices.delivered(r.ID, r.Seq)
+		}
 		s.onlineDelivered.Add(1)
 		return nil
 	}

@@ -95,11 +95,7 @@ func (a *acker) write(batch []ferry.Outcome) {
 	r, ctx := a.l.r, a.ctx
 	pause := 50 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		err := r.gate.acquire(ctx, a.l.cfg.Name, len(batch))
-		if err == nil {
-			err = r.opts.Store.Complete(ctx, batch)
-			r.gate.release()
-		}
+		err := a.l.gated(ctx, len(batch), func() error { return r.opts.Store.Complete(ctx, batch) })
 		if err == nil {
 			select {
 			case a.l.persisted <- batch:

@@ -11,8 +11,13 @@
 // is invisible to another: they do not share a queue, so there is nothing
 // to wait behind. What lanes do share is the database; the relay's reads
 // and writes pass through a weighted fair gate, so when lanes compete for
-// it each gets its Weight's share and an idle lane's next query waits at
-// most for one query of the others.
+// it each gets its Weight's share, and the gate keeps a slot free for
+// every lane that has no query running: an idle lane's next query starts
+// at once, however many the others have waiting.
+//
+// A relay that is told of a commit to a lane it does not serve (on
+// PostgreSQL, whose notifications name the lane) logs a warning naming
+// that lane once: its messages wait until some relay serves it.
 //
 // # Pools and priorities
 //

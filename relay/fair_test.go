@@ -4,15 +4,22 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"time"
 )
 
-// TestFairGateSharesByWeight keeps two lanes' operations waiting on a gate
-// with room for one and checks that grants follow the weights.
+// TestFairGateSharesByWeight keeps two lanes' operations waiting for the
+// one slot of a gate that neither lane's kept slot covers, and checks that
+// grants follow the weights.
 func TestFairGateSharesByWeight(t *testing.T) {
-	g := newFairGate(1, map[string]int{"online": 3, "batch": 1})
+	g := newFairGate(3, map[string]int{"online": 3, "batch": 1})
 	ctx := context.Background()
-	if err := g.acquire(ctx, "batch", 1); err != nil { // hold the only slot
-		t.Fatal(err)
+	var held []func()
+	for _, lane := range []string{"online", "batch", "batch"} { // every slot taken
+		release, err := g.acquire(ctx, lane, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, release)
 	}
 	var mu sync.Mutex
 	var order []string
@@ -20,21 +27,22 @@ func TestFairGateSharesByWeight(t *testing.T) {
 	start := func(lane string, n int) {
 		for range n {
 			wg.Go(func() {
-				if err := g.acquire(ctx, lane, 1); err != nil {
+				release, err := g.acquire(ctx, lane, 1)
+				if err != nil {
 					t.Error(err)
 					return
 				}
 				mu.Lock()
 				order = append(order, lane)
 				mu.Unlock()
-				g.release()
+				release()
 			})
 		}
 	}
 	start("online", 30)
 	start("batch", 30)
 	waitQueued(g, 60)
-	g.release()
+	held[2]()
 	wg.Wait()
 	// While both lanes were waiting (the first 40 grants), online must get
 	// about three of every four.
@@ -47,37 +55,77 @@ func TestFairGateSharesByWeight(t *testing.T) {
 	if online < 28 || online > 32 {
 		t.Errorf("online got %d of the first 40 grants with weights 3:1; want about 30 (order %v)", online, order)
 	}
+	held[0]()
+	held[1]()
+	if g.inUse != 0 || g.idle != 2 {
+		t.Errorf("after every release: %d slots in use, %d lanes idle; want 0 and 2", g.inUse, g.idle)
+	}
 }
 
-// TestFairGateIdleLaneGoesFirst: a lane that was idle does not wait behind
-// a busy lane's queue.
-func TestFairGateIdleLaneGoesFirst(t *testing.T) {
-	g := newFairGate(1, map[string]int{"online": 1, "batch": 1})
+// TestFairGateKeepsASlotForAnIdleLane: a lane that floods the gate cannot
+// take the slot kept for an idle lane, whose operation starts at once;
+// when that lane is idle again, its slot is kept again.
+func TestFairGateKeepsASlotForAnIdleLane(t *testing.T) {
+	g := newFairGate(4, map[string]int{"online": 1, "batch": 1})
 	ctx := context.Background()
-	g.acquire(ctx, "batch", 1000)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var order []string
-	grant := func(lane string, cost int) {
-		defer wg.Done()
-		g.acquire(ctx, lane, cost)
-		mu.Lock()
-		order = append(order, lane)
-		mu.Unlock()
-		g.release()
+	var batch []func()
+	for range 3 {
+		release, err := g.acquire(ctx, "batch", 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batch = append(batch, release)
 	}
-	wg.Add(10)
-	for range 10 {
-		go grant("batch", 1000)
+	queued := make(chan func())
+	go func() {
+		release, _ := g.acquire(ctx, "batch", 1000)
+		queued <- release
+	}()
+	waitQueued(g, 1) // the fourth slot is online's
+
+	for range 2 { // online comes back from idle twice
+		got := make(chan func())
+		go func() {
+			release, _ := g.acquire(ctx, "online", 1)
+			got <- release
+		}()
+		select {
+		case release := <-got:
+			release()
+		case <-time.After(5 * time.Second):
+			t.Fatal("the online lane's operation waited behind the batch lane's")
+		}
 	}
-	waitQueued(g, 10)
-	wg.Add(1)
-	go grant("online", 1)
-	waitQueued(g, 11)
-	g.release()
-	wg.Wait()
-	if order[0] != "online" {
-		t.Errorf("grant order %v; the online lane's single operation should go before the queued batch ones", order)
+	select {
+	case <-queued:
+		t.Fatal("the batch lane got the slot kept for the online lane")
+	default:
+	}
+	batch[0]()
+	(<-queued)()
+	batch[1]()
+	batch[2]()
+}
+
+// TestFairGateCancel: an operation that gives up while waiting leaves the
+// gate as it found it.
+func TestFairGateCancel(t *testing.T) {
+	g := newFairGate(1, map[string]int{"batch": 1})
+	release, _ := g.acquire(context.Background(), "batch", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() {
+		_, err := g.acquire(ctx, "batch", 1)
+		done <- err
+	}()
+	waitQueued(g, 1)
+	cancel()
+	if err := <-done; err == nil {
+		t.Fatal("a cancelled acquire returned no error")
+	}
+	release()
+	if g.inUse != 0 || g.idle != 1 {
+		t.Errorf("%d slots in use, %d lanes idle; want 0 and 1", g.inUse, g.idle)
 	}
 }
 
@@ -92,5 +140,6 @@ func waitQueued(g *fairGate, n int) {
 		if q >= n {
 			return
 		}
+		time.Sleep(time.Millisecond)
 	}
 }

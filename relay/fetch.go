@@ -201,12 +201,10 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, from, cursor int64, pr
 	drops := l.drops.Load()
 	var heldKeys []string
 	if l.cfg.OnFailed == Hold && !probe {
-		var err error
-		if err = l.r.gate.acquire(ctx, l.cfg.Name, 1); err != nil {
-			return 0, err
-		}
-		heldKeys, err = l.r.opts.Store.HeldKeys(ctx, l.cfg.Name)
-		l.r.gate.release()
+		err := l.gated(ctx, 1, func() (err error) {
+			heldKeys, err = l.r.opts.Store.HeldKeys(ctx, l.cfg.Name)
+			return err
+		})
 		if err != nil {
 			return 0, err
 		}
@@ -247,11 +245,12 @@ func (l *lane) pass(ctx context.Context, owned *shardSet, from, cursor int64, pr
 // the older messages filled in.
 func (l *lane) fetchFresh(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, page, error) {
 	if of, ok := l.r.opts.Store.(ferry.OlderFetcher); ok && q.AfterSeq > 0 && !l.r.olderUnsupported.Load() {
-		if err := l.r.gate.acquire(ctx, l.cfg.Name, q.Limit); err != nil {
-			return nil, page{}, err
-		}
-		rows, found, err := of.FetchWithOlder(ctx, q, perKeyCap+1)
-		l.r.gate.release()
+		var rows []ferry.Record
+		var found []ferry.KeySeq
+		err := l.gated(ctx, q.Limit, func() (err error) {
+			rows, found, err = of.FetchWithOlder(ctx, q, perKeyCap+1)
+			return err
+		})
 		switch {
 		case errors.Is(err, errors.ErrUnsupported):
 			l.r.olderUnsupported.Store(true)
@@ -300,23 +299,34 @@ func (l *lane) olderWaiting(ctx context.Context, rows []ferry.Record, cursor int
 		return nil, true, nil
 	}
 	limit := 2 * l.capacity
-	if err := l.r.gate.acquire(ctx, l.cfg.Name, len(keys)); err != nil {
-		return nil, false, err
-	}
-	found, err := l.r.opts.Store.WaitingKeys(ctx, l.cfg.Name, keys, cursor, limit)
-	l.r.gate.release()
+	var found []ferry.KeySeq
+	err := l.gated(ctx, len(keys), func() (err error) {
+		found, err = l.r.opts.Store.WaitingKeys(ctx, l.cfg.Name, keys, cursor, limit)
+		return err
+	})
 	if err != nil {
 		return nil, false, err
 	}
 	return olderByKey(found), len(found) < limit, nil
 }
 
-func (l *lane) fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {
-	if err := l.r.gate.acquire(ctx, l.cfg.Name, q.Limit); err != nil {
-		return nil, err
+func (l *lane) fetch(ctx context.Context, q ferry.FetchQuery) (rows []ferry.Record, err error) {
+	err = l.gated(ctx, q.Limit, func() (err error) {
+		rows, err = l.r.opts.Store.Fetch(ctx, q)
+		return err
+	})
+	return rows, err
+}
+
+// gated runs f, a database operation touching about cost rows, with a
+// slot of the relay's fair gate.
+func (l *lane) gated(ctx context.Context, cost int, f func() error) error {
+	release, err := l.r.gate.acquire(ctx, l.cfg.Name, cost)
+	if err != nil {
+		return err
 	}
-	defer l.r.gate.release()
-	return l.r.opts.Store.Fetch(ctx, q)
+	defer release()
+	return f()
 }
 
 func (l *lane) send(ctx context.Context, p page) bool {

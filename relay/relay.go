@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"slices"
@@ -311,11 +312,20 @@ func (r *Relay) cleanupLoop(ctx context.Context) {
 // listens again after a failure; polling covers the gap.
 func (r *Relay) listenLoop(ctx context.Context, n ferry.Notifier) {
 	pause := 100 * time.Millisecond
+	// A lane nobody serves is a typo in a producer or a relay config as
+	// often as it is another relay's: say so once per lane.
+	unserved := map[string]bool{}
 	for ctx.Err() == nil {
 		started := time.Now()
 		err := n.Listen(ctx, func(name string, seq int64) {
 			if l, ok := r.lanes[name]; ok {
 				l.notify(seq)
+				return
+			}
+			if !unserved[name] && len(unserved) < 100 {
+				unserved[name] = true
+				r.log.Warn("messages were committed to a lane this relay does not serve; unless another relay serves it, they wait: add the lane to the relay's lanes, or check the producer's lane name",
+					"lane", name, "served", slices.Sorted(maps.Keys(r.lanes)))
 			}
 		})
 		if ctx.Err() != nil {

@@ -626,3 +626,44 @@ func TestFetchWithOlderUnsupported(t *testing.T) {
 		}
 	}
 }
+
+// TestWarnsOfUnservedLane: a message committed to a lane the relay does
+// not serve (a producer's typo) is named in the log once, with the lanes
+// the relay serves, and left WAITING.
+func TestWarnsOfUnservedLane(t *testing.T) {
+	ts := postgresStore(t) // the only store whose commits name their lane to the relay
+	rc := newRecorder()
+	logs := &syncBuffer{}
+	startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "online"}},
+		Routes: []relay.Route{{Topic: "*", Destination: rc}}, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	// Until the relay listens, a notification is lost: write until the
+	// served lane's message arrives, then once more to the typo.
+	for i := 0; rc.count() == 0; i++ {
+		write(t, ts, ferry.Message{ID: fmt.Sprint("ok-", i), Lane: "online", Topic: "t"})
+		time.Sleep(50 * time.Millisecond)
+	}
+	for i := range 3 {
+		write(t, ts, ferry.Message{ID: fmt.Sprint("typo-", i), Lane: "onlien", Topic: "t"})
+	}
+	waitFor(t, "the warning about lane onlien", func() bool { return strings.Contains(logs.String(), "lane=onlien") })
+	time.Sleep(100 * time.Millisecond)
+	if n := strings.Count(logs.String(), "lane=onlien"); n != 1 {
+		t.Errorf("the unserved lane was reported %d times; want once:\n%s", n, logs)
+	}
+	if !strings.Contains(logs.String(), "served=[online]") {
+		t.Errorf("the warning does not list the served lanes:\n%s", logs)
+	}
+	stats, err := ts.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting := 0
+	for _, s := range stats {
+		if s.Lane == "onlien" {
+			waiting = s.Waiting
+		}
+	}
+	if waiting != 3 {
+		t.Errorf("lane onlien has %d WAITING messages; want the 3 written", waiting)
+	}
+}

@@ -33,6 +33,8 @@ func benchCommand() command {
       to delivery, alone (idle_p50_ms, idle_p99_ms) and during the flood
       (online_p50_ms, online_p99_ms, online_max_ms), and batch_drain_rate,
       for ferry and, in the same run, for a single FIFO relay (system fifo).
+      On PostgreSQL, system notify is the floor under ferry's latencies:
+      commit to notification on a LISTEN connection of its own.
 
   ferry bench jobs --db URL [--jobs 200000] [--json]
       The job queue with no-op jobs: drain_rate, sustained_rate, and
@@ -149,7 +151,12 @@ time, marking each DONE by id), each on a fresh table:
 Latency is from tx.Commit returning in the producer to the destination
 being called. A relay that has not delivered the batch after --max-flood is
 stopped; its online latencies then count the messages still undelivered at
-their wait so far (lower_bound=true).`
+their wait so far (lower_bound=true).
+
+On PostgreSQL, beside ferry's relay, a LISTEN connection of its own times
+each online commit's notification (system notify: the idle_ and online_
+latencies). No relay woken by notifications delivers sooner: it is the
+floor the database sets, on the same machine under the same load.`
 		fs.IntVar(&cfg.Batch, "batch", 1_000_000, "messages the batch job writes")
 		fs.IntVar(&cfg.Chunk, "chunk", 5_000, "messages per transaction of the batch job")
 		fs.Float64Var(&cfg.OnlineRate, "online-rate", 500, "online messages per second, one per transaction")

@@ -14,8 +14,8 @@ import (
 )
 
 // benchMessages returns n messages shaped like a batch producer's: UUIDv7
-// ids, 10,000 keys, a trace header and a 200-byte JSON payload.
-func benchMessages(n int) []ferry.Message {
+// ids, keys keys (none if 0), a trace header and a 200-byte JSON payload.
+func benchMessages(n, keys int) []ferry.Message {
 	payload := []byte(fmt.Sprintf(`{"settlement_id":"%0180d"}`, 42))
 	out := make([]ferry.Message, n)
 	for i := range out {
@@ -23,7 +23,7 @@ func benchMessages(n int) []ferry.Message {
 			ID:      ferry.NewID(),
 			Lane:    "batch",
 			Topic:   "settlements",
-			Key:     fmt.Sprintf("merchant-%d", i%10000),
+			Key:     keyOf(i, keys),
 			Type:    "SettlementCreated",
 			Headers: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
 			Payload: payload,
@@ -32,15 +32,29 @@ func benchMessages(n int) []ferry.Message {
 	return out
 }
 
-// benchWrite times writing 100,000 messages in one transaction, begin to
-// commit, on a table that grows by that much each iteration.
+// keyOf is the key of the i-th of messages with keys keys.
+func keyOf(i, keys int) string {
+	if keys == 0 {
+		return ""
+	}
+	return fmt.Sprintf("merchant-%d", i%keys)
+}
+
+// benchWrite times writing 100,000 messages of 10,000 keys in one
+// transaction, begin to commit, on a table that grows by that much each
+// iteration.
 func benchWrite(b *testing.B, write func(ctx context.Context, s *Store, msgs []ferry.Message) error) {
+	benchWriteKeys(b, 10_000, write)
+}
+
+// benchWriteKeys is benchWrite with messages of keys keys (0: unkeyed).
+func benchWriteKeys(b *testing.B, keys int, write func(ctx context.Context, s *Store, msgs []ferry.Message) error) {
 	s := open(b, testdb.PostgresDSN(b), testdb.Table(b))
 	const n = 100_000
 	b.ResetTimer()
 	for range b.N {
 		b.StopTimer()
-		msgs := benchMessages(n)
+		msgs := benchMessages(n, keys)
 		b.StartTimer()
 		if err := write(context.Background(), s, msgs); err != nil {
 			b.Fatal(err)
@@ -91,6 +105,20 @@ func BenchmarkWritePgx100k(b *testing.B) {
 	}
 	defer conn.Close(context.Background())
 	benchWrite(b, func(ctx context.Context, s *Store, msgs []ferry.Message) error {
+		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return s.WritePgx(ctx, tx, msgs) })
+	})
+}
+
+// BenchmarkWritePgx100kUnkeyed is BenchmarkWritePgx100k with messages
+// without a key, which stay out of the index of keyed messages that
+// per-key order needs.
+func BenchmarkWritePgx100kUnkeyed(b *testing.B) {
+	conn, err := pgx.Connect(context.Background(), testdb.PostgresDSN(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	benchWriteKeys(b, 0, func(ctx context.Context, s *Store, msgs []ferry.Message) error {
 		return pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error { return s.WritePgx(ctx, tx, msgs) })
 	})
 }
