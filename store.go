@@ -98,10 +98,33 @@ type Notifier interface {
 	// are committed, until ctx is done. It returns when ctx is done or the
 	// listening connection fails; the caller listens again after a pause.
 	//
-	// seq, if not 0, is the lowest Seq among the messages the commit
+	// seq, if above 0, is the lowest Seq among the messages the commit
 	// wrote to the lane: a relay that has already read past it learns
 	// that the commit came late, and reads behind its position at once.
+	// A negative seq is not a commit but an announcement that relays poll
+	// the lane (PollAnnouncer.AnnouncePolling with tell).
 	Listen(ctx context.Context, wake func(lane string, seq int64)) error
+}
+
+// PollAnnouncer is implemented by stores whose commit notifications cost
+// producers something: PostgreSQL serializes the commits of every
+// transaction that notifies, across the server, so concurrent producers
+// cannot share a flush of the write-ahead log. When commits to a lane
+// come so fast that reading it every few milliseconds finds them as soon
+// as a notification would, relays announce that they do, and producers'
+// commits to the lane skip the notification while the announcement
+// holds.
+type PollAnnouncer interface {
+	// AnnouncePolling says that relays read lane at least every few
+	// milliseconds for the next d: until then, commits to the lane do not
+	// notify. It never shortens an earlier announcement, and returns how
+	// long the lane's announcement now holds. With tell, the listening
+	// relays hear of it (Notifier.Listen, seq -1), so that they poll the
+	// lane too.
+	AnnouncePolling(ctx context.Context, lane string, d time.Duration, tell bool) (time.Duration, error)
+	// Polled returns how long the lane's announcement still holds; 0 if
+	// it has lapsed or there is none.
+	Polled(ctx context.Context, lane string) (time.Duration, error)
 }
 
 // OlderFetcher is implemented by stores that can read a relay's fresh

@@ -101,7 +101,7 @@ func (tb *testbed) close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var errs []error
-	for _, t := range []string{tb.table, tb.table + "_shards", tb.table + "_nodes", tb.table + "_paused", tb.table + "_schema",
+	for _, t := range []string{tb.table, tb.table + "_shards", tb.table + "_nodes", tb.table + "_paused", tb.table + "_polled", tb.table + "_schema",
 		tb.table + "_results", tb.table + "_errors"} { // the last two: jobs benchmark
 		if _, err := tb.db.ExecContext(ctx, "DROP TABLE IF EXISTS "+t); err != nil {
 			errs = append(errs, err)

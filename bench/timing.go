@@ -80,13 +80,19 @@ type timedStore struct {
 }
 
 // timed wraps s so that t measures its relay-side calls. The result is a
-// ferry.Notifier if s is one, so the relay is woken as it would be.
+// ferry.Notifier and a ferry.PollAnnouncer if s is, so the relay is woken
+// as it would be.
 func timed(s ferry.Store, t *storeTimings) ferry.Store {
 	ts := timedStore{Store: s, t: t}
-	if n, ok := s.(ferry.Notifier); ok {
-		return timedNotifier{timedStore: ts, n: n}
+	n, ok := s.(ferry.Notifier)
+	if !ok {
+		return ts
 	}
-	return ts
+	tn := timedNotifier{timedStore: ts, n: n}
+	if p, ok := s.(ferry.PollAnnouncer); ok {
+		return timedPoller{timedNotifier: tn, PollAnnouncer: p}
+	}
+	return tn
 }
 
 func (s timedStore) Fetch(ctx context.Context, q ferry.FetchQuery) ([]ferry.Record, error) {
@@ -159,4 +165,11 @@ type timedNotifier struct {
 
 func (s timedNotifier) Listen(ctx context.Context, wake func(lane string, seq int64)) error {
 	return s.n.Listen(ctx, wake)
+}
+
+// timedPoller is a timedNotifier of a store that can take its
+// notifications off a busy lane.
+type timedPoller struct {
+	timedNotifier
+	ferry.PollAnnouncer
 }

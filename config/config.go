@@ -12,6 +12,7 @@
 //	  node: ""                  # this instance's name in the shard leases; default host-pid-random
 //	  lease_ttl: 10s
 //	  poll_interval: 1s
+//	  poll_above: 1000          # commits/s to a lane above which relays poll it and producers skip NOTIFY (PostgreSQL); 0: never
 //	  rescan_interval: 1s
 //	  retention: 24h            # how long DONE messages are kept; 0 deletes them at once; 7d is a week
 //	  shutdown_timeout: 10s
@@ -155,6 +156,7 @@ type Relay struct {
 	Node            string
 	LeaseTTL        time.Duration
 	PollInterval    time.Duration
+	PollAbove       float64 // negative: never
 	RescanInterval  time.Duration
 	Retention       time.Duration // negative: delete DONE messages at once
 	ShutdownTimeout time.Duration
@@ -277,6 +279,7 @@ func (c *Config) Build(st ferry.Store, stdout io.Writer, log *slog.Logger) (*Bui
 		Node:            c.Relay.Node,
 		LeaseTTL:        c.Relay.LeaseTTL,
 		PollInterval:    c.Relay.PollInterval,
+		PollAbove:       c.Relay.PollAbove,
 		RescanInterval:  c.Relay.RescanInterval,
 		Retention:       c.Relay.Retention,
 		ShutdownTimeout: c.Relay.ShutdownTimeout,

@@ -138,13 +138,14 @@ func TestParseProblems(t *testing.T) {
 		},
 		{
 			name: "durations",
-			yaml: good + "relay:\n  lease_ttl: 100ms\n  poll_interval: 10\n  rescan_interval: soon\n  shutdown_timeout: -1s\n  retention: -5m\n",
+			yaml: good + "relay:\n  lease_ttl: 100ms\n  poll_interval: 10\n  rescan_interval: soon\n  shutdown_timeout: -1s\n  retention: -5m\n  poll_above: -1\n",
 			want: []string{
 				`relay.yaml:12:14: relay.lease_ttl: must be at least 300ms, got "100ms"`,
 				`relay.yaml:13:18: relay.poll_interval: must be a duration with a unit, got 10: write 10s for seconds or 10ms for milliseconds`,
 				`relay.yaml:14:20: relay.rescan_interval: must be a duration such as 500ms, 10s, 5m, 2h or 7d, got "soon"`,
 				`relay.yaml:15:21: relay.shutdown_timeout: must be a positive duration, got "-1s"`,
 				`relay.yaml:16:14: relay.retention: must not be negative, got "-5m"`,
+				`relay.yaml:17:15: relay.poll_above: must be a number of commits per second, 0 or more, got -1`,
 			},
 		},
 		{
@@ -469,7 +470,7 @@ func TestBuild(t *testing.T) {
 	yaml := good + `  - {topic: "*", to: sink}
 transports:
   sink: {type: discard}
-relay: {node: n1, lease_ttl: 5s, poll_interval: 20ms, rescan_interval: 2s, retention: 1h, shutdown_timeout: 3s}
+relay: {node: n1, lease_ttl: 5s, poll_interval: 20ms, poll_above: 200, rescan_interval: 2s, retention: 1h, shutdown_timeout: 3s}
 log: {level: debug, format: json}
 `
 	yaml = strings.Replace(yaml, "transports:\n  console: {type: stdout}\n", "", 1)
@@ -485,7 +486,7 @@ log: {level: debug, format: json}
 	}
 	defer b.Close()
 	opts := b.Options
-	if opts.Node != "n1" || opts.LeaseTTL != 5*time.Second || opts.PollInterval != 20*time.Millisecond ||
+	if opts.Node != "n1" || opts.LeaseTTL != 5*time.Second || opts.PollInterval != 20*time.Millisecond || opts.PollAbove != 200 ||
 		opts.RescanInterval != 2*time.Second || opts.Retention != time.Hour || opts.ShutdownTimeout != 3*time.Second {
 		t.Errorf("options = %+v", opts)
 	}
@@ -503,5 +504,19 @@ log: {level: debug, format: json}
 	c.Logger(&logs).Debug("hello")
 	if !strings.HasPrefix(logs.String(), `{"time":`) || !strings.Contains(logs.String(), `"msg":"hello"`) {
 		t.Errorf("debug-level JSON logger wrote %q", logs.String())
+	}
+}
+
+// TestPollAboveZero: poll_above: 0 turns polling busy lanes off, where an
+// absent poll_above leaves the relay's default.
+func TestPollAboveZero(t *testing.T) {
+	for yaml, want := range map[string]float64{good: 0, good + "relay: {poll_above: 0}\n": -1, good + "relay: {poll_above: 50.5}\n": 50.5} {
+		c, err := parse([]byte(yaml), "relay.yaml", noEnv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Relay.PollAbove != want {
+			t.Errorf("%q: PollAbove = %v, want %v", yaml[len(good):], c.Relay.PollAbove, want)
+		}
 	}
 }

@@ -107,11 +107,15 @@ func (p *parser) relay(c *Config, top *mapping) {
 		LeaseTTL:        r.duration("lease_ttl", minLeaseTTL),
 		PollInterval:    r.duration("poll_interval", positive),
 		RescanInterval:  r.duration("rescan_interval", positive),
+		PollAbove:       r.nonNegativeNumber("poll_above", "commits per second"),
 		Retention:       r.duration("retention", 0),
 		ShutdownTimeout: r.duration("shutdown_timeout", positive),
 	}
 	if c.Relay.Retention == 0 && r.has("retention") {
 		c.Relay.Retention = -1 // the relay reads 0 as its default
+	}
+	if c.Relay.PollAbove == 0 && r.has("poll_above") {
+		c.Relay.PollAbove = -1 // never; the relay reads 0 as its default
 	}
 	r.done()
 }

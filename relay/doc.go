@@ -108,6 +108,25 @@
 // due, then delivered as if written at that time: it does not hold back
 // its key's other messages meanwhile. A retry does hold back its key.
 //
+// # Busy lanes
+//
+// On PostgreSQL a lane is woken by notifications, which cost producers
+// something: PostgreSQL holds a server-wide lock from before each
+// notifying transaction's commit record until it is flushed, so notifying
+// producers commit one flush at a time. When commits to a lane arrive
+// faster than Options.PollAbove per second, the relay announces in the
+// database that relays poll the lane every 2ms; producers' commits to it
+// then skip the notification, and every relay serving the lane, told by
+// the announcement's own notification (or, failing that, within
+// PollInterval), polls it. Late commits are no longer named either: a
+// polled lane reads again behind its position from the ids its fetches
+// skipped in the last 25ms, and probes for later ones. The relay renews
+// the announcement while the messages keep coming and lets it lapse when
+// they slow to about a quarter of PollAbove; relays poll 2s past its end,
+// for producers that read it just before. A producer whose transaction
+// commits later than that goes unnoticed until the lane's next poll
+// (PollInterval) or notification: a delay, never a loss.
+//
 // # Shards and instances
 //
 // The key space is split into ferry.Shards shards (a hash of the key, or

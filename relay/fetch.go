@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/ferry-dev/ferry"
@@ -57,6 +58,11 @@ func (l *lane) fetchLoop(ctx context.Context) {
 	wantPass := true // the first pass loads the held keys before anything is delivered
 	wantProbe := false
 	recent := newRecentSeqs()
+	busy := newBusyPoll(l)
+	busyTimer := time.NewTimer(time.Hour)
+	busyTimer.Stop()
+	defer busyTimer.Stop()
+	var gaps lateGaps
 
 	for ctx.Err() == nil {
 		// Under a backlog the fetches below run back to back without
@@ -97,7 +103,10 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			wantProbe = false
 			l.scheduleProbe(probe, rows, time.Since(startedAt), lastGap)
 		}
-		if seqs, overflow := l.notices.take(); overflow {
+		seqs, overflow := l.notices.take()
+		noticed := len(seqs)
+		if overflow {
+			noticed += maxNotices
 			wantProbe = true
 		} else if from, late := lateFrom(seqs, cursor, recent); late {
 			if err := l.catchUp(ctx, owned, from, cursor, recent); err != nil {
@@ -105,23 +114,35 @@ func (l *lane) fetchLoop(ctx context.Context) {
 				continue
 			}
 		}
-		full := false
+		full, read := false, 0
 		if space := l.capacity - int(l.buffered.Load()); space >= min(l.cfg.BatchSize, l.capacity/4) && len(owned.list) > 0 {
 			limit := min(l.cfg.BatchSize, space)
-			rows, fresh, err := l.fetchFresh(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: cursor, Limit: limit})
+			// A polled lane hears of no late commit: it reads again from
+			// where its fetches of the last busyLate skipped ids, which
+			// is a catch-up (see catchUp) in the same statement.
+			after := cursor
+			if floor, ok := gaps.floor(time.Now()); ok && busy.on {
+				after = min(floor, cursor)
+			}
+			rows, fresh, err := l.fetchFresh(ctx, ferry.FetchQuery{Lane: l.cfg.Name, Shards: owned.filter(), AfterSeq: after, Limit: limit})
 			if err != nil {
 				l.fetchFailed(ctx, err, &logged)
 				continue
 			}
 			logged = false
 			if len(rows) > 0 {
-				if skipsIDs(cursor, rows) {
+				past := rows[sort.Search(len(rows), func(i int) bool { return rows[i].Seq > cursor }):]
+				read = len(past)
+				if skipsIDs(cursor, past) {
 					if time.Since(lastGap) > l.r.opts.RescanInterval && !l.notified() {
 						probe.Reset(quickProbe) // the first skip after a quiet spell
 					}
 					lastGap = time.Now()
+					if busy.on {
+						gaps.record(lastGap, cursor, past)
+					}
 				}
-				cursor = rows[len(rows)-1].Seq
+				cursor = max(cursor, rows[len(rows)-1].Seq)
 				recent.add(rows)
 				fresh.rows = rows
 				if !l.send(ctx, fresh) {
@@ -130,11 +151,15 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			}
 			full = len(rows) == limit
 		}
+		if busy.step(ctx, noticed, read) {
+			probe.Reset(quickProbe) // late commits are no longer named
+		}
 		if full {
 			continue // a backlog: read on while there is room
 		}
 		select {
 		case <-ctx.Done():
+		case <-busy.every(busyTimer):
 		case <-l.wakeCh:
 		case <-poll.C:
 		case <-l.spaceCh:

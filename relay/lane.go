@@ -39,6 +39,8 @@ type lane struct {
 	drops atomic.Int64
 
 	notices   notices              // commits notified since the fetcher last looked
+	pollHeard atomic.Bool          // a relay announced that it polls the lane (see busyPoll)
+	polling   atomic.Bool          // the lane is polled: commits to it are not notified
 	noticedAt atomic.Int64         // when the latest notice with a Seq came, in Unix nanoseconds
 	wakeCh    chan struct{}        // messages were committed
 	rescanCh  chan struct{}        // the loop wants a rescan pass
@@ -173,8 +175,12 @@ func signal(ch chan struct{}) {
 func (l *lane) wake() { signal(l.wakeCh) }
 
 // notify tells the lane that a commit wrote messages to it, the lowest
-// with Seq seq (0 if unknown).
+// with Seq seq (0 if unknown), or with a negative seq that a relay
+// announced polling it.
 func (l *lane) notify(seq int64) {
+	if seq < 0 {
+		l.pollHeard.Store(true)
+	}
 	if seq > 0 {
 		l.notices.add(seq)
 		l.noticedAt.Store(time.Now().UnixNano())
@@ -183,9 +189,12 @@ func (l *lane) notify(seq int64) {
 }
 
 // notified reports whether the lane was told of a commit with its Seq
-// within the last RescanInterval: whether the store's notifications name
-// ids and arrive.
+// within the last RescanInterval and is not polled: whether the store's
+// notifications name ids and arrive.
 func (l *lane) notified() bool {
+	if l.polling.Load() {
+		return false
+	}
 	return time.Since(time.Unix(0, l.noticedAt.Load())) < l.r.opts.RescanInterval
 }
 

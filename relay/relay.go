@@ -322,7 +322,7 @@ func (r *Relay) listenLoop(ctx context.Context, n ferry.Notifier) {
 				l.notify(seq)
 				return
 			}
-			if !unserved[name] && len(unserved) < 100 {
+			if seq >= 0 && !unserved[name] && len(unserved) < 100 {
 				unserved[name] = true
 				r.log.Warn("messages were committed to a lane this relay does not serve; unless another relay serves it, they wait: add the lane to the relay's lanes, or check the producer's lane name",
 					"lane", name, "served", slices.Sorted(maps.Keys(r.lanes)))

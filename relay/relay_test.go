@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,10 +37,10 @@ type testStore struct {
 
 type storeFactory struct {
 	name string
-	open func(t *testing.T) testStore
+	open func(t testing.TB) testStore
 }
 
-func sqliteStore(t *testing.T) testStore {
+func sqliteStore(t testing.TB) testStore {
 	t.Helper()
 	ctx := context.Background()
 	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "ferry.db"), sqlstore.Options{})
@@ -53,7 +54,7 @@ func sqliteStore(t *testing.T) testStore {
 	return testStore{Store: s, db: s.DB, table: sqlstore.DefaultTable}
 }
 
-func postgresStore(t *testing.T) testStore {
+func postgresStore(t testing.TB) testStore {
 	t.Helper()
 	ctx := context.Background()
 	table := testdb.Table(t)
@@ -64,7 +65,7 @@ func postgresStore(t *testing.T) testStore {
 	return migrated(t, s, s.DB, table, "FOR UPDATE")
 }
 
-func mysqlStore(t *testing.T) testStore {
+func mysqlStore(t testing.TB) testStore {
 	t.Helper()
 	ctx := context.Background()
 	table := testdb.Table(t)
@@ -75,7 +76,7 @@ func mysqlStore(t *testing.T) testStore {
 	return migrated(t, s, s.DB, table, "FOR UPDATE")
 }
 
-func migrated(t *testing.T, s ferry.Store, db *sql.DB, table, forUpdate string) testStore {
+func migrated(t testing.TB, s ferry.Store, db *sql.DB, table, forUpdate string) testStore {
 	t.Helper()
 	t.Cleanup(func() {
 		testdb.DropOutbox(db, table, s.Dialect())
@@ -172,7 +173,7 @@ func quietLogger() *slog.Logger {
 }
 
 // startRelay runs a relay until the test ends.
-func startRelay(t *testing.T, opts relay.Options) (stop func()) {
+func startRelay(t testing.TB, opts relay.Options) (stop func()) {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = quietLogger()
@@ -209,7 +210,7 @@ func startRelay(t *testing.T, opts relay.Options) (stop func()) {
 }
 
 // write writes msgs in one transaction.
-func write(t *testing.T, ts testStore, msgs ...ferry.Message) {
+func write(t testing.TB, ts testStore, msgs ...ferry.Message) {
 	t.Helper()
 	ctx := context.Background()
 	tx, err := ts.db.BeginTx(ctx, nil)
@@ -666,4 +667,56 @@ func TestWarnsOfUnservedLane(t *testing.T) {
 	if waiting != 3 {
 		t.Errorf("lane onlien has %d WAITING messages; want the 3 written", waiting)
 	}
+}
+
+// TestBusyLaneIsPolled: when commits to a lane come fast, the relay
+// announces that it polls the lane (producers then skip the notification
+// that serializes their commits on PostgreSQL), delivers everything, and
+// lets the announcement lapse when the commits stop, after which a commit
+// is delivered again on its notification.
+func TestBusyLaneIsPolled(t *testing.T) {
+	ts := postgresStore(t)
+	pg := ts.Store.(*postgres.Store)
+	rc := newRecorder()
+	startRelay(t, relay.Options{Store: pg, Lanes: []relay.Lane{{Name: "busy"}}, PollAbove: 200,
+		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+	ctx := t.Context()
+	polled := func() time.Duration {
+		left, err := pg.Polled(ctx, "busy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return left
+	}
+
+	var written atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for p := range 8 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				// Each producer has keys of its own, so that its commit
+				// order is each key's order.
+				write(t, ts, ferry.Message{ID: fmt.Sprintf("p%d-%d", p, i), Lane: "busy", Topic: "t",
+					Key: fmt.Sprintf("p%d-k%d", p, i%5), Payload: []byte(fmt.Sprint(i / 5))})
+				written.Add(1)
+			}
+		})
+	}
+	waitFor(t, "the relay to announce that it polls the busy lane", func() bool { return polled() > 0 })
+	time.Sleep(500 * time.Millisecond) // commits while polled
+	close(stop)
+	wg.Wait()
+	waitFor(t, "every message to be delivered", func() bool { return rc.count() >= int(written.Load()) })
+	checkKeyOrder(t, rc)
+
+	waitFor(t, "the announcement to lapse once the commits stopped", func() bool { return polled() == 0 })
+	n := rc.count()
+	write(t, ts, ferry.Message{ID: "after", Lane: "busy", Topic: "t"})
+	waitFor(t, "the message written after the lapse", func() bool { return rc.count() > n })
 }

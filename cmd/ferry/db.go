@@ -181,6 +181,27 @@ func (db database) checkSchema(ctx context.Context, st ferry.Store) error {
 	return db.explain(err)
 }
 
+// checkVersion returns a *noSchemaError telling the user to run ferry
+// migrate if st's schema is older than this ferry's, as it is after an
+// upgrade of ferry. Stores that keep no version pass.
+func (db database) checkVersion(ctx context.Context, st ferry.Store) error {
+	v, ok := st.(interface {
+		SchemaVersion(ctx context.Context) (have, want int, err error)
+	})
+	if !ok {
+		return nil
+	}
+	have, want, err := v.SchemaVersion(ctx)
+	if err != nil {
+		return db.explain(err)
+	}
+	if have < want {
+		return &noSchemaError{fmt.Sprintf("the outbox schema in %s is version %d; this ferry needs version %d: upgrade it with\n  %s\n(safe while relays of the older ferry run)",
+			store.Describe(db.url), have, want, db.migrateCommand())}
+	}
+	return nil
+}
+
 // migrateCommand is the command that creates the schema db's command
 // needs.
 func (db database) migrateCommand() string {

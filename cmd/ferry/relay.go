@@ -77,6 +77,8 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 		log.Info("outbox schema is up to date", "database", db.String())
 	} else if err := db.checkSchema(ctx, st); err != nil {
 		return fmt.Errorf("%w\nor start the relay with --migrate", err)
+	} else if err := db.checkVersion(ctx, st); err != nil {
+		return fmt.Errorf("%w\nor start the relay with --migrate", err)
 	}
 
 	built, err := cfg.Build(st, c.stdout, log)

@@ -137,6 +137,19 @@ func TestRelayDelivers(t *testing.T) {
 	if !strings.Contains(stderr.String(), "level=INFO msg=\"ferry relay\"") {
 		t.Errorf("no start-up log line in:\n%s", stderr.String())
 	}
+
+	// After an upgrade of ferry the schema is older than the relay's: it
+	// says to migrate rather than run with parts of its schema missing.
+	have, want, err := st.SchemaVersion(context.Background())
+	if err != nil || have != want {
+		t.Fatalf("SchemaVersion after --migrate: %d of %d, %v", have, want, err)
+	}
+	if _, err := st.DB.Exec("UPDATE ferry_outbox_schema SET version = 1"); err != nil {
+		t.Fatal(err)
+	}
+	ferryRun(t, "relay", "--config", cfg).want(t, 1,
+		fmt.Sprintf("err:the outbox schema in %s is version 1; this ferry needs version %d: upgrade it with\n  ferry migrate --config %s\n", url, want, cfg),
+		"err:or start the relay with --migrate")
 }
 
 func TestRelayUsage(t *testing.T) {

@@ -90,7 +90,7 @@ func redact(dsn string) string {
 // and (on PostgreSQL) the trigger functions that Migrate made beside it,
 // and the job tables of jobs.Migrate.
 func DropOutbox(db *sql.DB, table, dialect string) {
-	for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_schema", "_results", "_errors"} {
+	for _, suffix := range []string{"", "_shards", "_nodes", "_paused", "_polled", "_schema", "_results", "_errors"} {
 		db.Exec("DROP TABLE IF EXISTS " + table + suffix)
 	}
 	if dialect == "postgres" {

@@ -89,8 +89,53 @@ func parseWake(payload string) (lane string, seq int64) {
 		return payload, 0
 	}
 	seq, err := strconv.ParseInt(id, 10, 64)
-	if err != nil || seq < 0 {
+	if err != nil || seq < -1 {
 		return payload, 0
 	}
 	return lane, seq
 }
+
+// AnnouncePolling records in the table's _polled table that relays read
+// lane every few milliseconds for the next d, which the wake-up trigger
+// reads before it notifies (schema version 4). The times are the
+// database's. With tell, a notification "-1 <lane>" goes to the listening
+// relays in the same transaction.
+func (s *Store) AnnouncePolling(ctx context.Context, lane string, d time.Duration, tell bool) (time.Duration, error) {
+	if len(lane) >= 7900 { // the trigger does not notify such a lane anyway
+		return 0, fmt.Errorf("ferry: postgres: lane %.40s...: too long for a notification, so it has none to take off", lane)
+	}
+	tx, err := s.DB.BeginTx(ctx, nil)
+	if err != nil {
+		return 0, fmt.Errorf("ferry: postgres: announce polling of lane %s: %w", lane, err)
+	}
+	defer tx.Rollback()
+	var left float64
+	err = tx.QueryRowContext(ctx, s.Q(`INSERT INTO {{t}}_polled AS p (lane, until) VALUES (?, clock_timestamp() + ?::float8 * interval '1 second')
+		ON CONFLICT (lane) DO UPDATE SET until = greatest(p.until, EXCLUDED.until)
+		RETURNING extract(epoch FROM until - clock_timestamp())::float8`), lane, d.Seconds()).Scan(&left)
+	if err == nil && tell {
+		_, err = tx.ExecContext(ctx, `SELECT pg_notify($1, $2)`, s.channel, "-1 "+lane)
+	}
+	if err == nil {
+		err = tx.Commit()
+	}
+	if err != nil {
+		return 0, fmt.Errorf("ferry: postgres: announce polling of lane %s: %w", lane, err)
+	}
+	return seconds(left), nil
+}
+
+// Polled returns how long the announcement of AnnouncePolling for lane
+// still holds.
+func (s *Store) Polled(ctx context.Context, lane string) (time.Duration, error) {
+	var left float64
+	err := s.DB.QueryRowContext(ctx, s.Q(`SELECT COALESCE(max(extract(epoch FROM until - clock_timestamp())), 0)::float8
+		FROM {{t}}_polled WHERE lane = ?`), lane).Scan(&left)
+	if err != nil {
+		return 0, fmt.Errorf("ferry: postgres: read whether lane %s is polled: %w", lane, err)
+	}
+	return seconds(left), nil
+}
+
+// seconds converts s to a duration, 0 if negative.
+func seconds(s float64) time.Duration { return max(0, time.Duration(s*float64(time.Second))) }

@@ -11,7 +11,11 @@
 //
 // Writers in other languages insert rows with plain SQL; a trigger on the
 // table notifies listening relays of their lanes at commit, so they are
-// woken as quickly as writes through ferry.
+// woken as quickly as writes through ferry. PostgreSQL serializes the
+// commits of transactions that notify, across the server, so when relays
+// poll a busy lane every few milliseconds they say so in the table's
+// _polled table (AnnouncePolling), and the trigger skips the lane's
+// notifications while that holds.
 package postgres
 
 import (
@@ -35,6 +39,13 @@ import (
 // and completers on a few lanes, small next to PostgreSQL's default of 100
 // connections shared by every service.
 const DefaultMaxConns = 16
+
+// The optional interfaces a relay looks for.
+var (
+	_ ferry.Notifier      = (*Store)(nil)
+	_ ferry.PollAnnouncer = (*Store)(nil)
+	_ ferry.OlderFetcher  = (*Store)(nil)
+)
 
 // Store is the PostgreSQL store. It is safe for concurrent use.
 type Store struct {
@@ -303,6 +314,32 @@ func migrations(table string) [][]string {
 			IF octet_length(NEW.lane) < 7900 THEN
 				PERFORM pg_notify('` + table + `', '0 ' || NEW.lane);
 			END IF;
+			RETURN NULL;
+		END
+		$$`,
+	}, {
+		// Version 4: no notification while relays poll the lane. NOTIFY
+		// serializes committing transactions across the server (see
+		// AnnouncePolling), so a relay that sees commits to a lane come
+		// thick and fast says in {{t}}_polled that relays read the lane
+		// every few milliseconds until a time, and producers' commits to
+		// it skip the NOTIFY until then. The row is read with the current
+		// time, not the transaction's start, and a stale snapshot can only
+		// show an earlier time: a producer errs towards notifying.
+		`CREATE TABLE IF NOT EXISTS {{t}}_polled (lane TEXT COLLATE "C" PRIMARY KEY, until TIMESTAMPTZ NOT NULL)`,
+		`CREATE OR REPLACE FUNCTION {{t}}_wake_insert() RETURNS trigger LANGUAGE plpgsql AS $$
+		DECLARE
+			l RECORD;
+		BEGIN
+			FOR l IN SELECT lane, min(id) AS first_id FROM ferry_inserted
+				WHERE status = 'WAITING' AND octet_length(lane) < 7900 GROUP BY lane
+			LOOP
+				IF current_setting('ferry.woke_` + table + `', true) IS DISTINCT FROM l.lane
+					AND NOT EXISTS (SELECT 1 FROM {{t}}_polled p WHERE p.lane = l.lane AND p.until > clock_timestamp()) THEN
+					PERFORM pg_notify('` + table + `', l.first_id || ' ' || l.lane);
+					PERFORM set_config('ferry.woke_` + table + `', l.lane, true);
+				END IF;
+			END LOOP;
 			RETURN NULL;
 		END
 		$$`,

@@ -42,7 +42,7 @@ func open(t testing.TB, dsn, table string) *Store {
 func drop(t testing.TB, s *Store) {
 	t.Helper()
 	for _, stmt := range []string{
-		`DROP TABLE IF EXISTS {{t}}, {{shards}}, {{nodes}}, {{paused}}, {{schema}}`,
+		`DROP TABLE IF EXISTS {{t}}, {{shards}}, {{nodes}}, {{paused}}, {{t}}_polled, {{schema}}`,
 		`DROP FUNCTION IF EXISTS {{t}}_wake_insert(), {{t}}_wake_retry()`,
 	} {
 		if _, err := s.DB.ExecContext(context.Background(), s.Q(stmt)); err != nil {
@@ -846,5 +846,56 @@ func TestRedact(t *testing.T) {
 	err := redacted(fmt.Errorf("wrap: %w", context.Canceled))
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("redacted error does not unwrap")
+	}
+}
+
+// TestAnnouncePolling: while relays announce that they poll a lane,
+// commits to it notify nobody, commits to other lanes still do, the
+// announcement with tell reaches the listeners as seq -1, and once it
+// lapses the lane's commits notify again.
+func TestAnnouncePolling(t *testing.T) {
+	s := open(t, testdb.PostgresDSN(t), testdb.Table(t))
+	lanes := listener(t, s)
+	ctx := t.Context()
+
+	if left, err := s.Polled(ctx, "busy"); err != nil || left != 0 {
+		t.Fatalf("Polled before any announcement: %v, %v; want 0", left, err)
+	}
+	left, err := s.AnnouncePolling(ctx, "busy", time.Second, true)
+	if err != nil || left <= 0 || left > time.Second {
+		t.Fatalf("AnnouncePolling for 1s: holds %v, %v; want up to 1s", left, err)
+	}
+	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []wakeup{{"busy", -1}}) {
+		t.Errorf("the announcement with tell woke %v; want [{busy -1}]", got)
+	}
+	// A shorter announcement does not cut the longer one short; renewing
+	// without tell notifies nobody.
+	if left, err := s.AnnouncePolling(ctx, "busy", time.Millisecond, false); err != nil || left < 500*time.Millisecond {
+		t.Errorf("a 1ms announcement after a 1s one holds %v, %v; want the rest of the 1s", left, err)
+	}
+	write(t, s, ferry.Message{ID: "quiet", Lane: "busy", Topic: "t"}, ferry.Message{ID: "loud", Lane: "other", Topic: "t"})
+	other := list(t, s, ferry.Filter{Lane: "other", Limit: 1})
+	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []wakeup{{"other", other[0].Seq}}) {
+		t.Errorf("a commit to the polled lane busy and to lane other woke %v; want only other", got)
+	}
+
+	for {
+		left, err := s.Polled(ctx, "busy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		time.Sleep(left)
+	}
+	write(t, s, ferry.Message{ID: "loud-again", Lane: "busy", Topic: "t"})
+	again := list(t, s, ferry.Filter{Lane: "busy", Limit: 10})
+	if got := drain(lanes, 300*time.Millisecond); len(again) != 2 || !slices.Equal(got, []wakeup{{"busy", again[1].Seq}}) {
+		t.Errorf("after the announcement lapsed, a commit to lane busy woke %v; want it named", got)
+	}
+
+	if _, err := s.AnnouncePolling(ctx, strings.Repeat("l", 8000), time.Second, true); err == nil {
+		t.Error("an announcement for a lane too long to be notified: no error")
 	}
 }

@@ -131,6 +131,17 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
+// SchemaVersion returns the version of the schema in the database (have)
+// and the version Migrate brings it to (want). A program started on a
+// schema older than its own (have < want) should ask for a migration
+// rather than run with parts of its schema missing.
+func (s *Store) SchemaVersion(ctx context.Context) (have, want int, err error) {
+	if err := s.DB.QueryRowContext(ctx, s.q(`SELECT version FROM {{schema}}`)).Scan(&have); err != nil {
+		return 0, len(s.d.Migrations), fmt.Errorf("ferry: read the schema version from %s: %w", s.schema, err)
+	}
+	return have, len(s.d.Migrations), nil
+}
+
 // insertColumns are the columns Write sets, in order.
 var insertColumns = []string{"message_id", "lane", "topic", "msg_key", "message_type", "headers", "payload", "available_at"}
 
