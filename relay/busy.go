@@ -146,6 +146,9 @@ func (b *busyPoll) read(ctx context.Context, now time.Time) {
 		return
 	}
 	if left > 0 || b.on {
+		if !b.on {
+			b.l.r.log.Debug("relays poll the lane, as another announced: polling it too", "lane", b.l.cfg.Name, "for", left.Round(time.Millisecond))
+		}
 		b.poll(now, left)
 		return
 	}

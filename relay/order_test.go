@@ -20,7 +20,7 @@ import (
 // for a while holding a message. The relay must deliver, per key, the
 // committed numbers in increasing order, and nothing rolled back.
 func TestConcurrentWritersKeepCommitOrder(t *testing.T) {
-	forEachStore(t, func(t *testing.T, ts testStore) {
+	forEachStoreAndPolled(t, func(t *testing.T, ts testStore) {
 		ctx := context.Background()
 		counters := ts.table + "_counters"
 		if _, err := ts.db.Exec(`CREATE TABLE ` + counters + ` (k VARCHAR(50) PRIMARY KEY, n INTEGER NOT NULL)`); err != nil {
@@ -35,7 +35,7 @@ func TestConcurrentWritersKeepCommitOrder(t *testing.T) {
 		}
 		rc := newRecorder()
 		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default", Concurrency: 8}},
-			Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}, PollAbove: ts.pollAbove})
 		outbox := ferry.NewOutbox(ts)
 		bump := rebind(ts, `UPDATE `+counters+` SET n = n + 1 WHERE k = ?`)
 		read := rebind(ts, `SELECT n FROM `+counters+` WHERE k = ?`)
@@ -191,14 +191,14 @@ func contains(s, sub string) bool {
 // On PostgreSQL the commit's notification names a-1's id and the relay
 // catches up at once; MariaDB notifies nothing, and probes find them.
 func TestLateCommitBehindCursor(t *testing.T) {
-	forEachStore(t, func(t *testing.T, ts testStore) {
+	forEachStoreAndPolled(t, func(t *testing.T, ts testStore) {
 		if ts.Dialect() == "sqlite" {
 			t.Skip("SQLite has one writer at a time: no transaction can commit past an open one")
 		}
 		ctx := context.Background()
 		rc := newRecorder()
 		startRelay(t, relay.Options{Store: ts.Store, Lanes: []relay.Lane{{Name: "default"}},
-			Routes: []relay.Route{{Topic: "*", Destination: rc}}, RescanInterval: 10 * time.Minute})
+			Routes: []relay.Route{{Topic: "*", Destination: rc}}, RescanInterval: 10 * time.Minute, PollAbove: ts.pollAbove})
 		outbox := ferry.NewOutbox(ts)
 		write := func(tx *sql.Tx, m ferry.Message) {
 			t.Helper()

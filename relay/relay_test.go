@@ -33,6 +33,9 @@ type testStore struct {
 	// forUpdate locks a row until commit ("" on SQLite, where the write
 	// lock already serializes writers).
 	forUpdate string
+	// pollAbove is the relay's Options.PollAbove for tests that run with
+	// the store's polled variant too (see withPolled).
+	pollAbove float64
 }
 
 type storeFactory struct {
@@ -99,6 +102,19 @@ func forEachStore(t *testing.T, f func(t *testing.T, ts testStore)) {
 }
 
 var factories = []storeFactory{{"sqlite", sqliteStore}, {"postgres", postgresStore}, {"mysql", mysqlStore}}
+
+// forEachStoreAndPolled is forEachStore, plus PostgreSQL with relays that
+// poll the lane from the first commit on (ts.pollAbove), so that a test of
+// ordering also runs without the notifications that name late commits.
+func forEachStoreAndPolled(t *testing.T, f func(t *testing.T, ts testStore)) {
+	forEachStore(t, f)
+	t.Run("postgres-polled", func(t *testing.T) {
+		t.Parallel()
+		ts := postgresStore(t)
+		ts.pollAbove = 1
+		f(t, ts)
+	})
+}
 
 // recorder is a destination that records what it receives.
 type recorder struct {
