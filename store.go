@@ -198,6 +198,9 @@ type LaneStats struct {
 	OldestDue  time.Time // AvailableAt of the oldest due WAITING message; zero if none
 	LastMinute int       // messages that became DONE in the last minute
 	Paused     bool      // paused with Store.Pause: relays start no deliveries of it
+	// Polled is set while relays announce that they poll the lane, its
+	// commits coming fast (PollAnnouncer): producers skip notifying it.
+	Polled bool
 }
 
 // Filter selects messages for List, Retry and Exclude. Zero fields match

@@ -18,7 +18,9 @@ func inspectCommand() command {
 is due has been waiting (the lane's delay); FAILED messages, which wait for
 'ferry retry' or 'ferry exclude'; DONE messages still kept; and how many
 became DONE in the last minute. A lane paused with 'ferry pause' is marked
-(PAUSED): relays start none of its deliveries until 'ferry resume'.
+(PAUSED): relays start none of its deliveries until 'ferry resume'. On
+PostgreSQL a lane whose commits come so fast that relays poll it, and its
+producers skip the notification that wakes them, is marked (POLLED).
 
 With --config, the lanes of the config are shown even when empty, and lanes
 that have messages but are not in the config are flagged: no relay with
@@ -40,6 +42,8 @@ type laneReport struct {
 	DoneLastMinute   int        `json:"done_last_minute"`
 	// Paused is set while the lane is paused (ferry pause).
 	Paused bool `json:"paused"`
+	// Polled is set while relays poll the lane (relay.Options.PollAbove).
+	Polled bool `json:"polled,omitempty"`
 	// Configured is set with --config: whether the config has the lane.
 	Configured *bool `json:"configured,omitempty"`
 }
@@ -68,7 +72,7 @@ func runInspect(ctx context.Context, c *cli, args []string) error {
 	now := time.Now()
 	var reports []laneReport
 	for _, s := range stats {
-		r := laneReport{Lane: s.Lane, Waiting: s.Waiting, Failed: s.Failed, Done: s.Done, DoneLastMinute: s.LastMinute, Paused: s.Paused}
+		r := laneReport{Lane: s.Lane, Waiting: s.Waiting, Failed: s.Failed, Done: s.Done, DoneLastMinute: s.LastMinute, Paused: s.Paused, Polled: s.Polled}
 		if !s.OldestDue.IsZero() {
 			age := max(0, now.Sub(s.OldestDue)).Seconds()
 			due := s.OldestDue.UTC()
@@ -124,6 +128,9 @@ func runInspect(ctx context.Context, c *cli, args []string) error {
 		lane := r.Lane
 		if r.Paused {
 			lane += " (PAUSED)"
+		}
+		if r.Polled {
+			lane += " (POLLED)"
 		}
 		if r.Configured != nil && !*r.Configured {
 			lane += " (not in config)"

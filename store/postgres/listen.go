@@ -2,11 +2,13 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/ferry-dev/ferry"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -139,3 +141,35 @@ func (s *Store) Polled(ctx context.Context, lane string) (time.Duration, error) 
 
 // seconds converts s to a duration, 0 if negative.
 func seconds(s float64) time.Duration { return max(0, time.Duration(s*float64(time.Second))) }
+
+// Stats is sqlstore's Stats, with the lanes relays poll marked Polled.
+func (s *Store) Stats(ctx context.Context) ([]ferry.LaneStats, error) {
+	stats, err := s.Store.Stats(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.DB.QueryContext(ctx, s.Q(`SELECT lane FROM {{t}}_polled WHERE until > clock_timestamp()`))
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "42P01" {
+		return stats, nil // a schema before version 4: nothing is polled
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ferry: stats: read the polled lanes: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var lane string
+		if err := rows.Scan(&lane); err != nil {
+			return nil, fmt.Errorf("ferry: stats: read the polled lanes: %w", err)
+		}
+		for i := range stats {
+			if stats[i].Lane == lane {
+				stats[i].Polled = true
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("ferry: stats: read the polled lanes: %w", err)
+	}
+	return stats, nil
+}

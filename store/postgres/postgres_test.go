@@ -878,6 +878,17 @@ func TestAnnouncePolling(t *testing.T) {
 	if got := drain(lanes, 300*time.Millisecond); !slices.Equal(got, []wakeup{{"other", other[0].Seq}}) {
 		t.Errorf("a commit to the polled lane busy and to lane other woke %v; want only other", got)
 	}
+	stats, err := s.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	polled := map[string]bool{}
+	for _, st := range stats {
+		polled[st.Lane] = st.Polled
+	}
+	if !polled["busy"] || polled["other"] {
+		t.Errorf("Stats while lane busy is polled: %+v; want busy marked Polled, other not", stats)
+	}
 
 	for {
 		left, err := s.Polled(ctx, "busy")
@@ -897,5 +908,13 @@ func TestAnnouncePolling(t *testing.T) {
 
 	if _, err := s.AnnouncePolling(ctx, strings.Repeat("l", 8000), time.Second, true); err == nil {
 		t.Error("an announcement for a lane too long to be notified: no error")
+	}
+
+	// On a schema before version 4, Stats has nothing polled to mark.
+	if _, err := s.DB.ExecContext(ctx, s.Q(`DROP TABLE {{t}}_polled`)); err != nil {
+		t.Fatal(err)
+	}
+	if stats, err := s.Stats(ctx); err != nil || len(stats) == 0 {
+		t.Errorf("Stats without the _polled table: %+v, %v; want the lanes", stats, err)
 	}
 }
