@@ -212,6 +212,9 @@ func (g *lateGaps) record(now time.Time, cursor int64, rows []ferry.Record) {
 	g.gaps = append(g.gaps, lateGap{at: now, floor: floor})
 }
 
+// reset forgets the gaps.
+func (g *lateGaps) reset() { g.gaps = g.gaps[:0] }
+
 // floor returns the lowest Seq below which a gap of the last busyLate
 // starts, if any.
 func (g *lateGaps) floor(now time.Time) (int64, bool) {

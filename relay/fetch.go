@@ -150,6 +150,12 @@ func (l *lane) fetchLoop(ctx context.Context) {
 				}
 			}
 			full = len(rows) == limit
+			if full && rows[len(rows)-1].Seq <= cursor {
+				// The re-read behind the cursor filled the page with
+				// messages the lane has in hand: give it up rather than
+				// read them again and again; probes look behind instead.
+				gaps.reset()
+			}
 		}
 		if busy.step(ctx, noticed, read) {
 			probe.Reset(quickProbe) // late commits are no longer named
