@@ -507,8 +507,9 @@ log: {level: debug, format: json}
 	}
 }
 
-// TestPollAboveZero: poll_above: 0 turns polling busy lanes off, where an
-// absent poll_above leaves the relay's default.
+// TestPollAboveZero: poll_above: 0 means the relay never announces
+// polling (relay.Options.PollAbove negative), where an absent poll_above
+// leaves the relay's default.
 func TestPollAboveZero(t *testing.T) {
 	for yaml, want := range map[string]float64{good: 0, good + "relay: {poll_above: 0}\n": -1, good + "relay: {poll_above: 50.5}\n": 50.5} {
 		c, err := parse([]byte(yaml), "relay.yaml", noEnv)

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/ferry-dev/ferry"
@@ -65,7 +66,12 @@ type busyPoll struct {
 func newBusyPoll(l *lane) *busyPoll {
 	above := l.r.opts.PollAbove
 	b := &busyPoll{l: l, enter: max(1, int(above*busyWindow.Seconds())), keep: max(1, int(above*(busyHold/2).Seconds()/4))}
-	if _, notifies := l.r.opts.Store.(ferry.Notifier); notifies && above > 0 {
+	if above < 0 {
+		// This relay never announces, but polls when others do: their
+		// announcement takes the notifications off for it too.
+		b.enter, b.keep = math.MaxInt, math.MaxInt
+	}
+	if _, notifies := l.r.opts.Store.(ferry.Notifier); notifies {
 		b.store, _ = l.r.opts.Store.(ferry.PollAnnouncer)
 	}
 	return b

@@ -47,7 +47,9 @@ type Options struct {
 	// commits slow to about a quarter of this. Default 1000; lower it where
 	// flushes are slow (a disk that takes 2ms to flush caps notifying
 	// commits near 500 per second, all lanes and tables together).
-	// Negative: never poll.
+	// Negative: never announce polling (the relay still polls a lane
+	// while another relay's announcement holds, since that takes the
+	// notifications off for every relay).
 	PollAbove float64
 	// RescanInterval is how often a lane looks behind its position for
 	// messages it could not see before: transactions that committed late,

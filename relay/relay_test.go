@@ -736,3 +736,31 @@ func TestBusyLaneIsPolled(t *testing.T) {
 	write(t, ts, ferry.Message{ID: "after", Lane: "busy", Topic: "t"})
 	waitFor(t, "the message written after the lapse", func() bool { return rc.count() > n })
 }
+
+// TestRelayFollowsAnotherRelaysPolling: a relay that never announces
+// polling itself (PollAbove negative) polls a lane while another relay's
+// announcement holds, since producers then notify neither, and together
+// they deliver everything.
+func TestRelayFollowsAnotherRelaysPolling(t *testing.T) {
+	ts := postgresStore(t)
+	pg := ts.Store.(*postgres.Store)
+	rc := newRecorder()
+	follower := &syncBuffer{}
+	startRelay(t, relay.Options{Store: pg, Node: "announcer", Lanes: []relay.Lane{{Name: "busy"}}, PollAbove: 1,
+		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
+	startRelay(t, relay.Options{Store: pg, Node: "follower", Lanes: []relay.Lane{{Name: "busy"}}, PollAbove: -1,
+		Routes: []relay.Route{{Topic: "*", Destination: rc}},
+		Logger: slog.New(slog.NewTextHandler(follower, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	written := 0
+	for !strings.Contains(follower.String(), "polling it too") {
+		write(t, ts, ferry.Message{ID: fmt.Sprint("m", written), Lane: "busy", Topic: "t", Key: fmt.Sprint("k", written%64)})
+		written++
+		if written > 20_000 {
+			t.Fatalf("the follower never polled the lane:\n%s", follower)
+		}
+	}
+	if strings.Contains(follower.String(), "producers stop notifying") {
+		t.Errorf("the relay with PollAbove -1 announced polling:\n%s", follower)
+	}
+	waitFor(t, "every message", func() bool { return rc.count() >= written })
+}
