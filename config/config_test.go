@@ -74,7 +74,7 @@ func TestParseExample(t *testing.T) {
 	if c.Database.URL != "sqlite:ferry.db" || c.Database.Table != "ferry_outbox" || c.Database.MaxConns != 16 {
 		t.Errorf("Database = %+v", c.Database)
 	}
-	wantRelay := Relay{LeaseTTL: 10 * time.Second, PollInterval: time.Second, RescanInterval: time.Second,
+	wantRelay := Relay{LeaseTTL: 10 * time.Second, PollInterval: time.Second, PollAbove: 1000, RescanInterval: time.Second,
 		Retention: 24 * time.Hour, ShutdownTimeout: 10 * time.Second}
 	if c.Relay != wantRelay {
 		t.Errorf("Relay = %+v, want %+v", c.Relay, wantRelay)
