@@ -24,7 +24,12 @@ import (
 // testbed is a fresh outbox table for one run: created on open, dropped by
 // close, so runs never see each other's rows and leave nothing behind.
 type testbed struct {
-	store   ferry.Store
+	store ferry.Store
+	// relay is the store the relay uses: on a database server a store of
+	// its own, so that it has its own connections, as a relay beside
+	// other services has, and the benchmark's producers cannot take
+	// them all; on SQLite, store.
+	relay   ferry.Store
 	outbox  *ferry.Outbox
 	db      *sql.DB // the store's handle, for transactions and the bench's own queries
 	table   string
@@ -74,6 +79,14 @@ func openTestbed(ctx context.Context, url, prefix string) (*testbed, error) {
 		tb.close()
 		return nil, fmt.Errorf("create the benchmark's table %s in %s: %w", tb.table, store.Describe(url), err)
 	}
+	tb.relay = st
+	if tb.dialect != "sqlite" {
+		if tb.relay, err = store.Open(ctx, url, sqlstore.Options{Table: tb.table}); err != nil {
+			tb.relay = st
+			tb.close()
+			return nil, fmt.Errorf("open the database %s for the relay: %w", store.Describe(url), err)
+		}
+	}
 	return tb, nil
 }
 
@@ -112,6 +125,9 @@ func (tb *testbed) close() error {
 		if _, err := tb.db.ExecContext(ctx, fmt.Sprintf("DROP FUNCTION IF EXISTS %[1]s_wake_insert(), %[1]s_wake_retry()", tb.table)); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if tb.relay != nil && tb.relay != tb.store {
+		errs = append(errs, tb.relay.Close())
 	}
 	errs = append(errs, tb.store.Close())
 	if err := errors.Join(errs...); err != nil {

@@ -44,7 +44,7 @@ func newFIFO(ctx context.Context, tb *testbed, dest ferry.Destination) (*fifo, e
 		return nil, fmt.Errorf("fifo baseline: create its index: %w", err)
 	}
 	return &fifo{
-		db: tb.db,
+		db: tb.relay.(sqlHandle).SQLDB(), // connections of its own, as ferry's relay has
 		sel: fmt.Sprintf("SELECT id, message_id, lane, topic, msg_key, payload FROM %s WHERE status = 'WAITING' ORDER BY id LIMIT %d",
 			tb.table, fifoPage),
 		upd:  fmt.Sprintf("UPDATE %s SET status = 'DONE' WHERE id = %s", tb.table, tb.ph(1)),

@@ -142,7 +142,7 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	}
 	// Beside ferry's relay, PostgreSQL's own wake-up is timed: the floor
 	// under the relay's latency (SystemNotify).
-	if n, ok := tb.store.(ferry.Notifier); ok && system == SystemFerry {
+	if n, ok := tb.relay.(ferry.Notifier); ok && system == SystemFerry {
 		s.notices = newNoticeTracker(s.clock)
 		watch := background(ctx, func(ctx context.Context) error { return s.notices.listen(ctx, n) })
 		defer watch.stop()

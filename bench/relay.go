@@ -206,7 +206,7 @@ func Relay(ctx context.Context, cfg RelayConfig) (_ []Result, err error) {
 		dest.next = broker.destination
 		params = append(params, Param{"to", cfg.To})
 	}
-	st, timings := tb.store, newStoreTimings()
+	st, timings := tb.relay, newStoreTimings()
 	if cfg.StoreTimings {
 		st = timed(st, timings)
 	}

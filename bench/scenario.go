@@ -87,7 +87,7 @@ func (s *scenario) startRelay(ctx context.Context, system string, log *slog.Logg
 	var run func(ctx context.Context) error
 	switch system {
 	case SystemFerry:
-		st := s.tb.store
+		st := s.tb.relay
 		if s.timings != nil {
 			st = timed(st, s.timings)
 		}

@@ -12,7 +12,7 @@
 //	  node: ""                  # this instance's name in the shard leases; default host-pid-random
 //	  lease_ttl: 10s
 //	  poll_interval: 1s
-//	  poll_above: 1000          # commits/s to a lane above which relays poll it and producers skip NOTIFY (PostgreSQL); 0: never announce it
+//	  poll_above: 0             # commits/s to a lane above which relays poll it and producers skip NOTIFY (PostgreSQL); 0: off
 //	  rescan_interval: 1s
 //	  retention: 24h            # how long DONE messages are kept; 0 deletes them at once; 7d is a week
 //	  shutdown_timeout: 10s
@@ -156,7 +156,7 @@ type Relay struct {
 	Node            string
 	LeaseTTL        time.Duration
 	PollInterval    time.Duration
-	PollAbove       float64 // negative: never
+	PollAbove       float64 // 0: never announce polling
 	RescanInterval  time.Duration
 	Retention       time.Duration // negative: delete DONE messages at once
 	ShutdownTimeout time.Duration

@@ -74,7 +74,7 @@ func TestParseExample(t *testing.T) {
 	if c.Database.URL != "sqlite:ferry.db" || c.Database.Table != "ferry_outbox" || c.Database.MaxConns != 16 {
 		t.Errorf("Database = %+v", c.Database)
 	}
-	wantRelay := Relay{LeaseTTL: 10 * time.Second, PollInterval: time.Second, PollAbove: 1000, RescanInterval: time.Second,
+	wantRelay := Relay{LeaseTTL: 10 * time.Second, PollInterval: time.Second, RescanInterval: time.Second,
 		Retention: 24 * time.Hour, ShutdownTimeout: 10 * time.Second}
 	if c.Relay != wantRelay {
 		t.Errorf("Relay = %+v, want %+v", c.Relay, wantRelay)
@@ -507,11 +507,10 @@ log: {level: debug, format: json}
 	}
 }
 
-// TestPollAboveZero: poll_above: 0 means the relay never announces
-// polling (relay.Options.PollAbove negative), where an absent poll_above
-// leaves the relay's default.
-func TestPollAboveZero(t *testing.T) {
-	for yaml, want := range map[string]float64{good: 0, good + "relay: {poll_above: 0}\n": -1, good + "relay: {poll_above: 50.5}\n": 50.5} {
+// TestPollAbove: poll_above is a rate of commits; absent or 0, relays
+// never announce polling.
+func TestPollAbove(t *testing.T) {
+	for yaml, want := range map[string]float64{good: 0, good + "relay: {poll_above: 0}\n": 0, good + "relay: {poll_above: 50.5}\n": 50.5} {
 		c, err := parse([]byte(yaml), "relay.yaml", noEnv)
 		if err != nil {
 			t.Fatal(err)

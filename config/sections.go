@@ -114,9 +114,6 @@ func (p *parser) relay(c *Config, top *mapping) {
 	if c.Relay.Retention == 0 && r.has("retention") {
 		c.Relay.Retention = -1 // the relay reads 0 as its default
 	}
-	if c.Relay.PollAbove == 0 && r.has("poll_above") {
-		c.Relay.PollAbove = -1 // never; the relay reads 0 as its default
-	}
 	r.done()
 }
 

@@ -66,7 +66,7 @@ type busyPoll struct {
 func newBusyPoll(l *lane) *busyPoll {
 	above := l.r.opts.PollAbove
 	b := &busyPoll{l: l, enter: max(1, int(above*busyWindow.Seconds())), keep: max(1, int(above*(busyHold/2).Seconds()/4))}
-	if above < 0 {
+	if above <= 0 {
 		// This relay never announces, but polls when others do: their
 		// announcement takes the notifications off for it too.
 		b.enter, b.keep = math.MaxInt, math.MaxInt

@@ -37,19 +37,20 @@ type Options struct {
 	// nothing wakes it. Default 1s with a store that notifies (PostgreSQL),
 	// 50ms without.
 	PollInterval time.Duration
-	// PollAbove is the rate of commits to a lane, per second, above which
-	// the relay polls the lane every 2ms and has producers skip the
-	// notification that wakes it (ferry.PollAnnouncer: PostgreSQL, where
-	// every notifying commit holds a server-wide lock until it is flushed,
-	// so notifying producers cannot share a flush of the write-ahead log).
-	// A polled lane delivers about 1ms later on average; its producers
-	// commit up to twice as fast. It goes back to notifications when the
-	// commits slow to about a quarter of this. Default 1000; lower it where
-	// flushes are slow (a disk that takes 2ms to flush caps notifying
-	// commits near 500 per second, all lanes and tables together).
-	// Negative: never announce polling (the relay still polls a lane
-	// while another relay's announcement holds, since that takes the
-	// notifications off for every relay).
+	// PollAbove, if positive, is the rate of commits to a lane, per
+	// second, above which the relay polls the lane every 2ms and has
+	// producers skip the notification that wakes it (ferry.PollAnnouncer:
+	// PostgreSQL, where every notifying commit holds a server-wide lock
+	// until it is flushed, so notifying producers cannot share a flush of
+	// the write-ahead log). Its producers then commit up to twice as fast;
+	// its deliveries come a millisecond or so later, and much later under
+	// load: without notifications naming the ids of late commits, a
+	// polled lane finds them by reading behind its position, which on a
+	// saturated machine takes hundreds of milliseconds (see the package
+	// documentation). It goes back to notifications when the commits
+	// slow to a quarter of the rate. Off (0) by default; a relay with it
+	// off still polls a lane while another relay's announcement holds,
+	// since that takes the notifications off for every relay.
 	PollAbove float64
 	// RescanInterval is how often a lane looks behind its position for
 	// messages it could not see before: transactions that committed late,
@@ -238,9 +239,6 @@ func (o Options) withDefaults() (Options, error) {
 		if _, ok := o.Store.(ferry.Notifier); ok {
 			o.PollInterval = time.Second
 		}
-	}
-	if o.PollAbove == 0 {
-		o.PollAbove = 1000
 	}
 	if o.RescanInterval == 0 {
 		o.RescanInterval = time.Second

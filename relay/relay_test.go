@@ -738,7 +738,7 @@ func TestBusyLaneIsPolled(t *testing.T) {
 }
 
 // TestRelayFollowsAnotherRelaysPolling: a relay that never announces
-// polling itself (PollAbove negative) polls a lane while another relay's
+// polling itself (PollAbove off) polls a lane while another relay's
 // announcement holds, since producers then notify neither, and together
 // they deliver everything.
 func TestRelayFollowsAnotherRelaysPolling(t *testing.T) {
@@ -748,7 +748,7 @@ func TestRelayFollowsAnotherRelaysPolling(t *testing.T) {
 	follower := &syncBuffer{}
 	startRelay(t, relay.Options{Store: pg, Node: "announcer", Lanes: []relay.Lane{{Name: "busy"}}, PollAbove: 1,
 		Routes: []relay.Route{{Topic: "*", Destination: rc}}})
-	startRelay(t, relay.Options{Store: pg, Node: "follower", Lanes: []relay.Lane{{Name: "busy"}}, PollAbove: -1,
+	startRelay(t, relay.Options{Store: pg, Node: "follower", Lanes: []relay.Lane{{Name: "busy"}},
 		Routes: []relay.Route{{Topic: "*", Destination: rc}},
 		Logger: slog.New(slog.NewTextHandler(follower, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	written := 0
@@ -760,7 +760,7 @@ func TestRelayFollowsAnotherRelaysPolling(t *testing.T) {
 		}
 	}
 	if strings.Contains(follower.String(), "producers stop notifying") {
-		t.Errorf("the relay with PollAbove -1 announced polling:\n%s", follower)
+		t.Errorf("the relay with PollAbove off announced polling:\n%s", follower)
 	}
 	waitFor(t, "every message", func() bool { return rc.count() >= written })
 }
