@@ -37,6 +37,10 @@ type FloodConfig struct {
 	// so (the online latencies then count the undelivered messages at
 	// their wait so far: a lower bound). Default 2m.
 	MaxFlood time.Duration
+	// PollAbove is ferry's relay's relay.Options.PollAbove: the rate of
+	// commits to a lane above which it polls the lane and producers skip
+	// notifying it (PostgreSQL). Default 0: off.
+	PollAbove float64
 	// Systems are the relays to measure, in order. Default ferry, then
 	// the FIFO baseline.
 	Systems []string
@@ -82,6 +86,7 @@ func (c FloodConfig) withDefaults() (FloodConfig, error) {
 		{c.Payload < 0, "the payload size must not be negative"},
 		{c.Idle < 0, "the idle phase must not be negative"},
 		{c.MaxFlood < 0, "the flood phase limit must be positive"},
+		{c.PollAbove < 0, "the rate above which lanes are polled must not be negative (0 is off)"},
 	} {
 		if bad.cond {
 			errs = append(errs, errors.New(bad.msg))
@@ -136,6 +141,7 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	defer cancel()
 
 	s := newScenario(tb, cfg.Customers, cfg.Payload)
+	s.pollAbove = cfg.PollAbove
 	timings := newStoreTimings()
 	if cfg.StoreTimings {
 		s.timings = timings
@@ -224,6 +230,7 @@ func floodOne(ctx context.Context, cfg FloodConfig, system string) (_ []Result, 
 	params := []Param{
 		{"batch", cfg.Batch}, {"chunk", cfg.Chunk}, {"online_rate", cfg.OnlineRate}, {"customers", cfg.Customers},
 		{"payload_bytes", cfg.Payload}, {"idle_s", cfg.Idle.Seconds()}, {"max_flood_s", cfg.MaxFlood.Seconds()},
+		{"poll_above", cfg.PollAbove},
 		{"cpus", runtime.NumCPU()},
 	}
 	onlineNotes := []Param{{"samples", fl.n}, {"over_100ms", countOver(floodLat, 100*time.Millisecond)},

@@ -45,6 +45,8 @@ type scenario struct {
 	// notices, if set, times the online lane's notifications (the notify
 	// baseline); set before the relay starts.
 	notices *noticeTracker
+	// pollAbove is ferry's relay's Options.PollAbove.
+	pollAbove float64
 }
 
 func newScenario(tb *testbed, customers, payload int) *scenario {
@@ -97,8 +99,9 @@ func (s *scenario) startRelay(ctx context.Context, system string, log *slog.Logg
 				{Name: laneOnline, Weight: onlineWeight},
 				{Name: laneBatch, Weight: batchWeight},
 			},
-			Routes: []relay.Route{{Topic: "*", Destination: s}},
-			Logger: log,
+			Routes:    []relay.Route{{Topic: "*", Destination: s}},
+			PollAbove: s.pollAbove,
+			Logger:    log,
 		})
 		if err != nil {
 			return nil, err

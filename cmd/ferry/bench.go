@@ -164,6 +164,7 @@ floor the database sets, on the same machine under the same load.`
 		fs.IntVar(&cfg.Payload, "payload", 200, "payload size in bytes")
 		fs.DurationVar(&cfg.Idle, "idle", 5*time.Second, "length of the idle phase")
 		fs.DurationVar(&cfg.MaxFlood, "max-flood", 2*time.Minute, "longest flood phase per system")
+		fs.Float64Var(&cfg.PollAbove, "poll-above", 0, "commits per second to a lane above which ferry's relay polls it and producers skip NOTIFY (relay.poll_above); 0: off")
 		systems := fs.String("systems", "ferry,fifo", "the relays to measure, comma-separated: ferry, fifo")
 		run = func(ctx context.Context) ([]bench.Result, error) {
 			cfg.DB, cfg.Progress, cfg.Logger = db, progress, bench.QuietLogger(c.stderr)
