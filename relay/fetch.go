@@ -115,7 +115,13 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			}
 		}
 		full, read := false, 0
-		if space := l.capacity - int(l.buffered.Load()); space >= min(l.cfg.BatchSize, l.capacity/4) && len(owned.list) > 0 {
+		space := l.capacity - int(l.buffered.Load())
+		// cramped: the lane holds too much to read now, and reads again
+		// when deliveries free room. Otherwise freed room is no reason to
+		// read: a read that came back short found all there was, and the
+		// next commit announces itself (or the poll finds it).
+		cramped := space < min(l.cfg.BatchSize, l.capacity/4)
+		if !cramped && len(owned.list) > 0 {
 			limit := min(l.cfg.BatchSize, space)
 			// A polled lane hears of no late commit: it reads again from
 			// where its fetches of the last busyLate skipped ids, which
@@ -168,7 +174,7 @@ func (l *lane) fetchLoop(ctx context.Context) {
 		case <-busy.every(busyTimer):
 		case <-l.wakeCh:
 		case <-poll.C:
-		case <-l.spaceCh:
+		case <-whenTrue(cramped, l.spaceCh):
 		case <-l.rescanCh:
 			wantPass = true
 		case <-rescan.C:
@@ -177,6 +183,15 @@ func (l *lane) fetchLoop(ctx context.Context) {
 			wantProbe = true
 		}
 	}
+}
+
+// whenTrue returns ch if cond holds, and otherwise nil: a channel a
+// select never receives from.
+func whenTrue(cond bool, ch chan struct{}) chan struct{} {
+	if cond {
+		return ch
+	}
+	return nil
 }
 
 // Probe pacing: see scheduleProbe.

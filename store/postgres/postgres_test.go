@@ -366,7 +366,7 @@ func TestFastPaths(t *testing.T) {
 	}
 	defer conn.Close(context.Background())
 	c, _ = newColumns(in[50:])
-	if err := pgx.BeginFunc(t.Context(), conn, func(tx pgx.Tx) error { return s.copy(t.Context(), tx, c) }); err != nil {
+	if err := pgx.BeginFunc(t.Context(), conn, func(tx pgx.Tx) error { return s.copy(t.Context(), tx, c, time.Now()) }); err != nil {
 		t.Fatalf("COPY: %v", err)
 	}
 	recs := list(t, s, ferry.Filter{Limit: 1000})
@@ -446,7 +446,7 @@ func TestWriteLarge(t *testing.T) {
 	for i := range want {
 		want[i].Payload = payload
 	}
-	if n := len(batches(want, maxBatchBytes)); n != 2 {
+	if n := len(batches(want, maxBatchRows, maxBatchBytes)); n != 2 {
 		t.Fatalf("%d batches, want 2", n)
 	}
 	tx, _ := s.DB.BeginTx(t.Context(), nil)
@@ -482,13 +482,20 @@ func TestBatches(t *testing.T) {
 	m := func(size int) ferry.Message { return ferry.Message{Payload: make([]byte, size-64)} }
 	in := []ferry.Message{m(100), m(100), m(300), m(100), m(70), m(70)}
 	var got []int
-	for _, b := range batches(in, 200) {
+	for _, b := range batches(in, 10, 200) {
 		got = append(got, len(b))
 	}
 	if want := []int{2, 1, 2, 1}; !slices.Equal(got, want) {
 		t.Errorf("batch sizes %v, want %v", got, want)
 	}
-	if b := batches(nil, 200); len(b) != 0 {
+	got = nil
+	for _, b := range batches(slices.Repeat([]ferry.Message{m(64)}, 7), 3, 200) {
+		got = append(got, len(b))
+	}
+	if want := []int{3, 3, 1}; !slices.Equal(got, want) {
+		t.Errorf("batch sizes by count %v, want %v", got, want)
+	}
+	if b := batches(nil, 10, 200); len(b) != 0 {
 		t.Errorf("batches of nothing: %v", b)
 	}
 }
