@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ferry-dev/ferry"
@@ -27,7 +29,17 @@ type Store struct {
 	paused string
 	schema string
 	names  *strings.Replacer
+	// rewritten remembers q's results: the relay rewrites the same few
+	// statements for every read, and rewriting was a twentieth of an idle
+	// relay's CPU. Statements that vary (one placeholder per key or
+	// shard) are few in kind, and beyond maxRewritten they are rewritten
+	// each time rather than remembered.
+	rewritten     sync.Map // query → rewritten query
+	rewrittenSize atomic.Int32
 }
+
+// maxRewritten bounds the statements a Store remembers rewritten.
+const maxRewritten = 4096
 
 // New returns a Store for table in db. It checks the table name but does
 // not touch the database; call Migrate to create the schema.
@@ -59,6 +71,20 @@ func (s *Store) Q(query string) string { return s.q(query) }
 // q rewrites a query written with ? placeholders and {{t}}, {{shards}},
 // {{nodes}}, {{paused}}, {{schema}} and {{now}} markers for this store.
 func (s *Store) q(query string) string {
+	if r, ok := s.rewritten.Load(query); ok {
+		return r.(string)
+	}
+	r := s.rewrite(query)
+	if s.rewrittenSize.Load() < maxRewritten {
+		if _, loaded := s.rewritten.LoadOrStore(query, r); !loaded {
+			s.rewrittenSize.Add(1)
+		}
+	}
+	return r
+}
+
+// rewrite is q without the memory.
+func (s *Store) rewrite(query string) string {
 	query = s.names.Replace(query)
 	if !s.d.Numbered {
 		return query
