@@ -14,7 +14,8 @@ import (
 var ErrCancelled = errors.New("jobs: the job was cancelled")
 
 // NotCancellableError is Cancel's error for a job that is not waiting or
-// running: finished, dead, cancelled already, or unknown.
+// running: finished, dead, cancelled already, or unknown (no job has the
+// id, though another outbox message may: Cancel leaves those alone).
 type NotCancellableError struct {
 	ID     string
 	Status ferry.Status // "" when there is no such job
@@ -36,7 +37,7 @@ const cancelCheck = time.Second
 // ErrCancelled) within about a second by the process running it. The job
 // ends EXCLUDED either way.
 func (c *Client) Cancel(ctx context.Context, id string) error {
-	n, err := c.store.Exclude(ctx, ferry.Filter{IDs: []string{id}, Status: ferry.StatusWaiting})
+	n, err := c.store.Exclude(ctx, ferry.Filter{IDs: []string{id}, Topic: Topic, Status: ferry.StatusWaiting})
 	if err != nil {
 		return fmt.Errorf("jobs: cancel %s: %w", id, err)
 	}
@@ -44,7 +45,7 @@ func (c *Client) Cancel(ctx context.Context, id string) error {
 		c.workers.cancel(id) // at once if it runs here
 		return nil
 	}
-	recs, err := c.store.List(ctx, ferry.Filter{IDs: []string{id}})
+	recs, err := c.store.List(ctx, ferry.Filter{IDs: []string{id}, Topic: Topic})
 	if err != nil {
 		return fmt.Errorf("jobs: cancel %s: %w", id, err)
 	}

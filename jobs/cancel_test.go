@@ -78,3 +78,35 @@ func TestCancelFromAnotherProcess(t *testing.T) {
 		t.Errorf("cancel of an unknown job: %v", err)
 	}
 }
+
+// Jobs share the outbox table with other messages: Cancel, given the id
+// of a message that is not a job, says there is no such job and leaves
+// the message to be delivered.
+func TestCancelLeavesOtherMessagesAlone(t *testing.T) {
+	st := postgresStore(t)
+	workers := jobs.NewWorkers()
+	jobs.AddWorker(workers, func(context.Context, *jobs.Job[SendEmail]) error { return nil })
+	client, err := jobs.NewClient(st, jobs.Config{Workers: workers, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	order := ferry.Message{ID: ferry.NewID(), Lane: jobs.DefaultQueue, Topic: "orders", Payload: []byte(`{}`)}
+	tx, err := st.SQLDB().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ferry.NewOutbox(st).Write(ctx, tx, order); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var nc *jobs.NotCancellableError
+	if err := client.Cancel(ctx, order.ID); !errors.As(err, &nc) || nc.Status != "" {
+		t.Errorf("cancel of an outbox message that is not a job: %v, want there is no such job", err)
+	}
+	if s := status(t, st, order.ID).Status; s != ferry.StatusWaiting {
+		t.Errorf("the outbox message is %s after Cancel, want WAITING", s)
+	}
+}
