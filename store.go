@@ -189,12 +189,14 @@ type Lease struct {
 	Nodes  int   // live nodes, itself included
 }
 
-// LaneStats summarizes one lane.
+// LaneStats summarizes one lane. It counts what is pending and what
+// happened lately, not the history: the DONE messages kept for the
+// retention period can be most of the table, and counting them would make
+// every look at a busy outbox read all of it.
 type LaneStats struct {
 	Lane       string
 	Waiting    int       // WAITING messages, due or not
 	Failed     int       // FAILED messages
-	Done       int       // DONE messages still retained
 	OldestDue  time.Time // AvailableAt of the oldest due WAITING message; zero if none
 	LastMinute int       // messages that became DONE in the last minute
 	Paused     bool      // paused with Store.Pause: relays start no deliveries of it

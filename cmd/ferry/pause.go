@@ -118,7 +118,7 @@ func warnUnknownLanes(ctx context.Context, c *cli, st ferry.Store, cfg *config.C
 	}
 	var known []string
 	for _, s := range stats {
-		if s.Waiting+s.Failed+s.Done > 0 {
+		if s.Waiting+s.Failed+s.LastMinute > 0 {
 			known = append(known, s.Lane)
 		}
 	}
