@@ -88,8 +88,11 @@ func Open(ctx context.Context, dsn string, opts sqlstore.Options) (*Store, error
 	// are prepared once per connection and run with ever different key
 	// and id lists; after five runs PostgreSQL may switch to a generic
 	// plan that ignores them and scans a lane's whole backlog (measured:
-	// 0.3 ms becoming 300 ms for the late-commit check). Planning each
-	// time costs far less.
+	// 0.3 ms becoming 300 ms for the late-commit check; in the flood
+	// benchmark, plans made while the online lane was alone, reused for
+	// the batch lane's backlog, cut its drain from 22k to 1.3k messages/s).
+	// Planning each time costs far less: about 0.25 ms per fetch, a third
+	// of the database's work for a message read on its own.
 	if _, set := cfg.RuntimeParams["plan_cache_mode"]; !set {
 		cfg.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
 	}
