@@ -43,10 +43,7 @@ type Options struct {
 	// PostgreSQL, where every notifying commit holds a server-wide lock
 	// until it is flushed, so notifying producers cannot share a flush of
 	// the write-ahead log). Its producers then commit up to twice as fast;
-	// its deliveries come a millisecond or so later, and much later under
-	// load: without notifications naming the ids of late commits, a
-	// polled lane finds them by reading behind its position, which on a
-	// saturated machine takes hundreds of milliseconds (see the package
+	// its deliveries come a few milliseconds later (see the package
 	// documentation). It goes back to notifications when the commits
 	// slow to a quarter of the rate. Off (0) by default; a relay with it
 	// off still polls a lane while another relay's announcement holds,
