@@ -86,10 +86,7 @@ func TestCancelLeavesOtherMessagesAlone(t *testing.T) {
 	st := postgresStore(t)
 	workers := jobs.NewWorkers()
 	jobs.AddWorker(workers, func(context.Context, *jobs.Job[SendEmail]) error { return nil })
-	client, err := jobs.NewClient(st, jobs.Config{Workers: workers, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
+	client := newClient(t, st, workers, jobs.Queue{})
 	ctx := context.Background()
 	order := ferry.Message{ID: ferry.NewID(), Lane: jobs.DefaultQueue, Topic: "orders", Payload: []byte(`{}`)}
 	tx, err := st.SQLDB().BeginTx(ctx, nil)
