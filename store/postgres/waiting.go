@@ -63,21 +63,22 @@ func (s *Store) WaitingKeys(ctx context.Context, lane string, keys []string, upT
 // ({1,2,3}), which database/sql reads without a driver-specific type. The
 // lookup is per row rather than per distinct key: joining the rows to a
 // list of their distinct keys is a nested loop, quadratic, on a table
-// without statistics.
+// without statistics. It is a subquery in the select list, not a lateral
+// join: every fetch is planned anew (see Open), and the subquery plans
+// faster: 0.17 ms against 0.21 ms for a fetch of one row, and for ten
+// rows 0.19 ms to plan and 0.16 ms to run against 0.36 ms and 0.30 ms.
 func (s *Store) FetchWithOlder(ctx context.Context, q ferry.FetchQuery, perKey int) ([]ferry.Record, []ferry.KeySeq, error) {
 	fetch, args, err := s.FetchSQL(q)
 	if err != nil || fetch == "" {
 		return nil, nil, err
 	}
 	n := len(args)
-	query := `SELECT f.*, o.older FROM (` + fetch + `) f
-	LEFT JOIN LATERAL (
-		SELECT array(
+	query := `SELECT f.*, CASE WHEN f.msg_key IS NOT NULL THEN array(
 			SELECT t.id FROM ` + s.Q("{{t}}") + ` t
 			WHERE t.lane = $` + strconv.Itoa(n+1) + ` AND t.status = 'WAITING' AND t.msg_key = f.msg_key COLLATE "C" AND t.id <= $` + strconv.Itoa(n+2) + `
 				AND (t.available_at <= now() OR t.fail_count > 0)
-			ORDER BY t.id LIMIT $` + strconv.Itoa(n+3) + `)::text AS older
-	) o ON f.msg_key IS NOT NULL
+			ORDER BY t.id LIMIT $` + strconv.Itoa(n+3) + `)::text END AS older
+	FROM (` + fetch + `) f
 	ORDER BY f.id`
 	args = append(args, q.Lane, q.AfterSeq, perKey)
 	rows, err := s.DB.QueryContext(ctx, query, args...)
