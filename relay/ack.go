@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -13,7 +14,7 @@ const maxAckBatch = 1000
 
 // acker records delivery outcomes in batches. Outcomes pile up while a
 // write is running and go together in the next one, so batches grow with
-// load and a lone message is recorded at once. It never drops an outcome:
+// load; a small batch waits a few milliseconds for company (ackLinger). It never drops an outcome:
 // while the database is away it retries, and the messages stay in memory.
 type acker struct {
 	l       *lane
@@ -55,6 +56,17 @@ func (a *acker) close() {
 // write is not the lane's ceiling.
 const ackWriters = 2
 
+// ackLinger is how long a writer holding fewer than ackLingerBelow
+// outcomes waits for more to share its write. A lane delivering a few
+// hundred messages a second would otherwise write each outcome on its
+// own, and a statement costs the database several times more to plan,
+// run and commit than the row it changes. Only when the outcome is
+// recorded is later than it could be; the delivery is not.
+const (
+	ackLinger      = 5 * time.Millisecond
+	ackLingerBelow = 16
+)
+
 func (a *acker) run() {
 	var wg sync.WaitGroup
 	for range ackWriters {
@@ -81,11 +93,40 @@ func (a *acker) writeLoop() {
 			}
 			continue
 		}
+		if len(batch) < ackLingerBelow && !closed {
+			batch = a.linger(batch)
+			more = a.hasPending()
+		}
 		if more {
 			signal(a.signal) // more is waiting: let the other writer take it
 		}
 		a.write(batch)
 	}
+}
+
+// linger waits up to ackLinger for outcomes to join batch, and returns
+// the batch grown by them.
+func (a *acker) linger(batch []ferry.Outcome) []ferry.Outcome {
+	t := time.NewTimer(ackLinger)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-a.loopGone: // shutting down: write at once
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := min(len(a.pending), maxAckBatch-len(batch))
+	// Clipped: past its end, batch shares its array with what the other
+	// writer may have taken meanwhile.
+	batch = append(slices.Clip(batch), a.pending[:n]...)
+	a.pending = a.pending[n:]
+	return batch
+}
+
+func (a *acker) hasPending() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.pending) > 0
 }
 
 // write records batch, retrying until it succeeds; after shutdown it gives
